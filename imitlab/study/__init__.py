@@ -1,0 +1,1 @@
+"""The whole study: sweeps over the stages, the imitation-gap report, and the offline demo."""
