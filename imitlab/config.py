@@ -21,3 +21,25 @@ def cache_dir(override: str | os.PathLike[str] | None = None) -> Path:
     root = root.expanduser().resolve()
     root.mkdir(parents=True, exist_ok=True)
     return root
+
+
+def data_dir(override: str | os.PathLike[str] | None = None) -> Path:
+    """The local data root (real benchmark and prompt files): the override, else $IMITLAB_DATA.
+
+    Raises a clear error naming where it looked and how to point imitlab at the data.
+    """
+    from imitlab.errors import ImitlabError
+
+    looked = []
+    for source, value in (("--data-dir", override), (f"${DATA_ENV}", os.environ.get(DATA_ENV))):
+        if value:
+            path = Path(value).expanduser()
+            if path.is_dir():
+                return path.resolve()
+            looked.append(f"{source} = {path} (not a directory)")
+    if not looked:
+        looked.append(f"neither --data-dir nor ${DATA_ENV} is set")
+    raise ImitlabError(
+        "data directory not found: " + "; ".join(looked) + f". Pass --data-dir DIR or set {DATA_ENV}=DIR "
+        "(a directory laid out like shared/data: mmlu/, nq_open/, humaneval/, ...)."
+    )
