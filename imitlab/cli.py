@@ -22,7 +22,9 @@ app.add_typer(models_app, name="models")
 console = Console()
 err_console = Console(stderr=True)
 
-CacheOpt = Annotated[Optional[Path], typer.Option("--cache", help="Cache root (default $IMITLAB_CACHE or ~/.cache/imitlab).")]
+CacheOpt = Annotated[
+    Optional[Path], typer.Option("--cache", help="Cache root (default $IMITLAB_CACHE or ~/.cache/imitlab).")
+]
 
 
 @app.callback()
@@ -102,7 +104,9 @@ def serve(
     # Turn SIGTERM into KeyboardInterrupt so `kill` stops the server as cleanly as Ctrl-C does.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     with console.status(f"starting llama-server for {spec.name} ..."):
-        server = LlamaServer(gguf, alias=spec.name, port=port, parallel=parallel, ctx_per_slot=ctx_per_slot, threads=threads)
+        server = LlamaServer(
+            gguf, alias=spec.name, port=port, parallel=parallel, ctx_per_slot=ctx_per_slot, threads=threads
+        )
         server.start()
     try:
         console.print(f"[green]serving[/] {spec.name} at [bold]{server.base_url}[/] (model name {spec.name!r})")

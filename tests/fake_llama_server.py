@@ -22,7 +22,7 @@ if mode == "die":
 
 
 class Health(http.server.BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         self.send_response(200)
         self.end_headers()
         self.wfile.write(b'{"status":"ok"}')
@@ -33,6 +33,7 @@ class Health(http.server.BaseHTTPRequestHandler):
 
 server = http.server.HTTPServer(("127.0.0.1", port), Health)
 if mode == "die-later":
+
     def die() -> None:
         time.sleep(float(os.environ.get("FAKE_LLAMA_DIE_AFTER", "1")))
         print("GGML_ASSERT failed: out of memory", flush=True)

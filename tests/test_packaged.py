@@ -24,7 +24,9 @@ def _fake_model(site: Path, name: str = "fake-model", corrupt: int | None = None
         (pkg / "data").mkdir(parents=True, exist_ok=True)
         (pkg / "__init__.py").write_text("")
         (pkg / "data" / f"part{i}.bin").write_bytes(data if corrupt != i else data[:-1] + b"X")
-        chunks.append(Chunk(f"fake-chunk{i}", "1.0", f"fakechunk{i}", f"data/part{i}.bin", hashlib.sha256(data).hexdigest()))
+        chunks.append(
+            Chunk(f"fake-chunk{i}", "1.0", f"fakechunk{i}", f"data/part{i}.bin", hashlib.sha256(data).hexdigest())
+        )
     whole = b"".join(CHUNKS)
     return PackagedModel(
         name=name, arch="llama", params="1", kind="base", quant="Q4", gguf_name="fake.gguf", size=len(whole),

