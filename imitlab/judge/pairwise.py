@@ -1,0 +1,269 @@
+"""Pairwise LLM-as-judge: model a vs model b on a prompt set, both orders, with honest aggregation.
+
+Each prompt is judged twice, with a's answer in position A and then in position B. A verdict that flips
+with the order is a tie (``flip="tie"``, the MT-Bench convention), excluded (``"exclude"``) or read from
+the first order only (``"first"``). Unparseable replies are recorded and counted on their own.
+
+Output directory::
+
+    answers_a.jsonl / answers_b.jsonl   answers generated from model specs (absent for answers files)
+    pairs.jsonl        {id, prompt, a, b, reference}: what was judged (also the input of ``imitlab rate``)
+    judgments.jsonl    one row per (id, order), append-only; a rerun resumes and skips rows already done
+    items.jsonl        {id, outcome, ab, ba}: the per-prompt outcome
+    summary.json       counts, rates with bootstrap CIs, exclusions, position bias, and a manifest
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import platform
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from imitlab.errors import ImitlabError
+from imitlab.fileio import atomic_write_text, sha256_file
+from imitlab.judge.aggregate import FlipPolicy, combine, position_bias, side_of, tally
+from imitlab.judge.parse import parse_verdict
+from imitlab.judge.sources import (
+    Answers,
+    GenerationParams,
+    PromptItem,
+    is_answers_file,
+    load_prompts,
+    read_records,
+    resolve_answers,
+)
+from imitlab.judge.templates import JudgeTemplate, load_template
+
+log = logging.getLogger(__name__)
+
+JudgeFn = Callable[[list[dict[str, str]]], Awaitable[str]]
+ORDERS = ("ab", "ba")
+
+
+@dataclass
+class JudgeConfig:
+    a: str  # model spec or answers file: usually the imitation model
+    b: str  # model spec or answers file: usually the teacher
+    prompts: str  # koala | vicuna80 | mt-bench | alpaca-eval | a JSON/JSONL file
+    judge: str  # model spec of the judge
+    out: Path
+    template: str = "default"  # default | mt-bench | alpaca-eval | vicuna | path to a JSON template
+    reference: Literal["auto", "off"] = "auto"  # auto: reference-guided when the item has a reference
+    flip: FlipPolicy = "tie"
+    limit: int | None = None
+    judge_max_tokens: int = 512
+    judge_temperature: float = 0.0
+    generation: GenerationParams = field(default_factory=GenerationParams)
+    parallel: int = 4
+    n_resamples: int = 2000
+    seed: int = 0
+    data: Path | None = None
+    cache: Path | None = None
+    base_url: str | None = None
+
+
+@dataclass(frozen=True)
+class Pair:
+    id: str
+    prompt: str
+    a: str
+    b: str
+    reference: str | None = None
+
+    @property
+    def digest(self) -> str:
+        """Identifies exactly what was judged, so a resumed run never reuses a verdict on other answers."""
+        blob = json.dumps([self.prompt, self.a, self.b, self.reference], ensure_ascii=False)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def build_pairs(prompts: list[PromptItem], a: Answers, b: Answers) -> tuple[list[Pair], list[dict[str, Any]]]:
+    """Pairs for the prompts both sides answered; the rest are returned as exclusions naming the missing side."""
+    pairs, excluded = [], []
+    for item in prompts:
+        missing = [side for side, ans in (("a", a), ("b", b)) if item.id not in ans.by_id]
+        if missing:
+            excluded.append({"id": item.id, "missing": missing})
+            continue
+        pairs.append(Pair(item.id, item.prompt, a.by_id[item.id], b.by_id[item.id], item.reference))
+    return pairs, excluded
+
+
+def _load_done(path: Path) -> dict[tuple[str, str], dict[str, Any]]:
+    done: dict[tuple[str, str], dict[str, Any]] = {}
+    if path.is_file():
+        for _, row in read_records(path):
+            if not row.get("error"):  # failed calls are retried on resume
+                done[(row["id"], row["order"])] = row
+    return done
+
+
+async def judge_pairs(
+    pairs: list[Pair],
+    template: JudgeTemplate,
+    judge_fn: JudgeFn,
+    judgments_path: Path,
+    *,
+    use_reference: bool = True,
+    parallel: int = 4,
+    judge_name: str = "",
+) -> list[dict[str, Any]]:
+    """Judge every pair in both orders (resuming from ``judgments_path``); returns one record per (id, order)."""
+    done = _load_done(judgments_path)
+    sem = asyncio.Semaphore(parallel)
+    judgments_path.parent.mkdir(parents=True, exist_ok=True)
+    records: dict[tuple[str, str], dict[str, Any]] = {}
+
+    async def one(pair: Pair, order: str) -> None:
+        prev = done.get((pair.id, order))
+        if prev and prev.get("pair_digest") == pair.digest and prev.get("template") == template.name:
+            records[(pair.id, order)] = prev
+            return
+        first, second = (pair.a, pair.b) if order == "ab" else (pair.b, pair.a)
+        ref = pair.reference if use_reference and template.has_reference_mode else None
+        messages = template.messages(question=pair.prompt, answer_a=first, answer_b=second, reference=ref)
+        row: dict[str, Any] = {
+            "id": pair.id,
+            "order": order,
+            "template": template.name,
+            "judge": judge_name,
+            "reference_used": ref is not None,
+            "pair_digest": pair.digest,
+        }
+        async with sem:
+            try:
+                raw = await judge_fn(messages)
+            except Exception as exc:  # a failed call is recorded (and retried on resume), never a verdict
+                log.warning("judge call failed for %s (%s): %s", pair.id, order, exc)
+                row.update(raw=None, position=None, winner=None, scores=None, error=f"{type(exc).__name__}: {exc}")
+                raw = None
+        if raw is not None:
+            verdict = parse_verdict(template.parser, raw)
+            row.update(raw=raw, position=verdict.position, winner=side_of(verdict.position, order))
+            row["scores"] = list(verdict.scores) if verdict.scores else None
+        records[(pair.id, order)] = row
+        with judgments_path.open("a", encoding="utf-8") as f:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+    await asyncio.gather(*(one(pair, order) for pair in pairs for order in ORDERS))
+    return [records[(pair.id, order)] for pair in pairs for order in ORDERS]
+
+
+def summarize(
+    pairs: list[Pair], records: list[dict[str, Any]], flip: FlipPolicy, *, n_resamples: int = 2000, seed: int = 0
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Per-item outcomes and the summary numbers."""
+    by_key = {(r["id"], r["order"]): r for r in records}
+    items = []
+    for pair in pairs:
+        ab, ba = by_key[(pair.id, "ab")], by_key[(pair.id, "ba")]
+        outcome = combine(ab["winner"], ba["winner"], flip)
+        items.append({"id": pair.id, "outcome": outcome, "ab": ab["winner"], "ba": ba["winner"]})
+    both = [i for i in items if i["ab"] is not None and i["ba"] is not None]
+    summary = {
+        "n_pairs": len(pairs),
+        **tally([i["outcome"] for i in items], n_resamples=n_resamples, seed=seed).as_dict(),
+        "n_flipped": sum(i["ab"] != i["ba"] for i in both),
+        "order_consistency": (sum(i["ab"] == i["ba"] for i in both) / len(both)) if both else None,
+        "n_call_errors": sum(1 for r in records if r.get("error")),
+        "position_bias": position_bias([r["position"] for r in records if not r.get("error")]),
+    }
+    return items, summary
+
+
+def _source_info(source: str, answers: Answers, generated: Path) -> dict[str, Any]:
+    if is_answers_file(source):
+        return {"answers_file": source, "sha256": sha256_file(source), "model": answers.model}
+    return {"spec": source, "answers_file": str(generated), "model": answers.model}
+
+
+@contextlib.contextmanager
+def _judge_client(config: JudgeConfig, judge_fn: JudgeFn | None) -> Iterator[JudgeFn]:
+    if judge_fn is not None:
+        yield judge_fn
+        return
+    from imitlab.models.spec import open_chat, parse_spec
+
+    spec = parse_spec(config.judge, base_url=config.base_url)
+    with open_chat(spec, cache=config.cache, parallel=config.parallel) as client:
+
+        async def call(messages: list[dict[str, str]]) -> str:
+            result = await client.achat(
+                messages, max_tokens=config.judge_max_tokens, temperature=config.judge_temperature
+            )
+            return result.text
+
+        yield call
+
+
+def run_judge(config: JudgeConfig, judge_fn: JudgeFn | None = None) -> dict[str, Any]:
+    """Run the whole comparison and write the output directory; returns the summary.
+
+    ``judge_fn`` replaces the judge model (tests, or a custom judge); otherwise ``config.judge`` is opened
+    with ``open_chat`` and called with temperature ``judge_temperature``.
+    """
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if config.flip not in ("tie", "exclude", "first"):
+        raise ImitlabError(f"flip policy must be tie, exclude or first, not {config.flip!r}")
+    template = load_template(config.template, data=config.data)
+    prompts = load_prompts(config.prompts, data=config.data, limit=config.limit)
+    if not prompts:
+        raise ImitlabError(f"prompt set {config.prompts!r} is empty")
+    answers = {}
+    for side, source in (("a", config.a), ("b", config.b)):
+        answers[side] = resolve_answers(
+            source,
+            prompts,
+            out / f"answers_{side}.jsonl",
+            config.generation,
+            cache=config.cache,
+            base_url=config.base_url,
+        )
+    pairs, excluded = build_pairs(prompts, answers["a"], answers["b"])
+    for ex in excluded:
+        log.warning("prompt %s excluded: no answer from %s", ex["id"], " and ".join(ex["missing"]))
+    if not pairs:
+        raise ImitlabError(f"no prompt has answers from both sides ({len(excluded)} excluded); check the answer files")
+    atomic_write_text(out / "pairs.jsonl", "".join(json.dumps(asdict(p), ensure_ascii=False) + "\n" for p in pairs))
+    judgments = out / "judgments.jsonl"
+    with _judge_client(config, judge_fn) as call:
+        records = asyncio.run(
+            judge_pairs(
+                pairs,
+                template,
+                call,
+                judgments,
+                use_reference=config.reference == "auto",
+                parallel=config.parallel,
+                judge_name=config.judge,
+            )
+        )
+    items, numbers = summarize(pairs, records, config.flip, n_resamples=config.n_resamples, seed=config.seed)
+    atomic_write_text(out / "items.jsonl", "".join(json.dumps(i) + "\n" for i in items))
+    summary = {
+        "a": _source_info(config.a, answers["a"], out / "answers_a.jsonl"),
+        "b": _source_info(config.b, answers["b"], out / "answers_b.jsonl"),
+        "judge": config.judge,
+        "template": {"name": template.name, "source": template.source},
+        "prompts": config.prompts,
+        "flip": config.flip,
+        "reference": config.reference,
+        "n_reference_guided": sum(1 for r in records if r.get("reference_used")) // 2,
+        **numbers,
+        "excluded": excluded,
+        "unmatched_answers": {"a": answers["a"].unmatched[:50], "b": answers["b"].unmatched[:50]},
+        "manifest": {
+            "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()},
+            "python": platform.python_version(),
+        },
+    }
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
+    return summary

@@ -1,0 +1,310 @@
+"""Prompt sets and answers for pairwise evaluation.
+
+Prompt sets: ``koala`` (180), ``vicuna80`` (80, 10 with GPT-4 references), ``mt-bench`` (first turns of 80,
+30 with GPT-4 references), ``alpaca-eval`` (805), or a JSON/JSONL file. Answers come from a file (JSON/JSONL,
+optionally gzipped) matched to prompts by id, or by prompt text when the file has no ids (AlpacaEval
+outputs); :func:`generate_answers` makes such a file from a model spec.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import json
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from imitlab.config import data_dir
+from imitlab.errors import ImitlabError
+
+log = logging.getLogger(__name__)
+
+PROMPT_SETS = ("koala", "vicuna80", "mt-bench", "alpaca-eval")
+_ID_FIELDS = ("id", "question_id", "prompt_id")
+_PROMPT_FIELDS = ("prompt", "instruction", "question", "text")
+_ANSWER_FIELDS = ("answer", "output", "response", "completion", "text")
+_ANSWER_SUFFIXES = (".json", ".jsonl", ".gz")
+
+
+@dataclass(frozen=True)
+class PromptItem:
+    id: str
+    prompt: str
+    reference: str | None = None
+    category: str | None = None
+
+
+@dataclass
+class Answers:
+    """Answers keyed by prompt id, with what did not match reported rather than dropped silently."""
+
+    source: str
+    by_id: dict[str, str]
+    unmatched: list[str] = field(default_factory=list)  # rows that match no prompt (file:line)
+    model: str | None = None
+
+
+def _norm(text: str) -> str:
+    return " ".join(text.split())
+
+
+def read_records(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, record) for a JSONL or JSON-list file, gzipped or not; bad rows name file and line."""
+    path = Path(path)
+    if not path.is_file():
+        raise ImitlabError(f"file not found: {path}")
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as f:  # type: ignore[operator]
+        text = f.read()
+    stripped = text.lstrip()
+    if stripped.startswith("["):
+        try:
+            rows = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ImitlabError(f"{path}: line {exc.lineno}: not valid JSON ({exc.msg})") from exc
+        for n, row in enumerate(rows, 1):
+            if not isinstance(row, dict):
+                raise ImitlabError(f"{path}: item {n}: expected a JSON object, got {type(row).__name__}")
+            yield n, row
+        return
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ImitlabError(f"{path}: line {n}: not valid JSON ({exc.msg})") from exc
+        if not isinstance(row, dict):
+            raise ImitlabError(f"{path}: line {n}: expected a JSON object, got {type(row).__name__}")
+        yield n, row
+
+
+def _first(row: dict[str, Any], fields: tuple[str, ...]) -> tuple[str, Any] | None:
+    for key in fields:
+        if key in row and row[key] is not None:
+            return key, row[key]
+    return None
+
+
+# -- prompt sets --------------------------------------------------------------------------------------
+def load_prompts(name: str, *, data: str | Path | None = None, limit: int | None = None) -> list[PromptItem]:
+    """A named prompt set from the data dir, or a JSON/JSONL file of ``{id?, prompt, reference?}`` rows."""
+    if name == "koala":
+        rows = read_records(_data(data, "koala_test_set/koala_test_set.jsonl"))
+        items = [PromptItem(str(r["id"]), r["prompt"]) for _, r in rows]
+    elif name == "vicuna80":
+        refs = _fastchat_refs(_data(data, "vicuna_bench/reference_answer_gpt-4.jsonl"))
+        items = [
+            PromptItem(str(r["question_id"]), r["text"], refs.get(str(r["question_id"])), r.get("category"))
+            for _, r in read_records(_data(data, "vicuna_bench/question.jsonl"))
+        ]
+    elif name == "mt-bench":
+        refs = _fastchat_refs(_data(data, "mt_bench/reference_answer/gpt-4.jsonl"))
+        items = [
+            PromptItem(str(r["question_id"]), r["turns"][0], refs.get(str(r["question_id"])), r.get("category"))
+            for _, r in read_records(_data(data, "mt_bench/question.jsonl"))
+        ]
+    elif name == "alpaca-eval":
+        # The file has no ids: the row index is the id, and answers match by instruction text.
+        items = [
+            PromptItem(str(n - 1), r["instruction"], None, r.get("dataset"))
+            for n, r in read_records(_data(data, "alpaca_eval/alpaca_eval_instructions.jsonl"))
+        ]
+    elif Path(name).is_file():
+        items = _prompt_file(Path(name))
+    else:
+        raise ImitlabError(f"unknown prompt set {name!r}: use one of {', '.join(PROMPT_SETS)} or a JSON/JSONL file")
+    return items[:limit] if limit else items
+
+
+def _data(data: str | Path | None, rel: str) -> Path:
+    path = data_dir(data) / rel
+    if not path.is_file():
+        raise ImitlabError(f"data file not found: {path}")
+    return path
+
+
+def _fastchat_refs(path: Path) -> dict[str, str]:
+    return {str(r["question_id"]): r["choices"][0]["turns"][0] for _, r in read_records(path)}
+
+
+def _prompt_file(path: Path) -> list[PromptItem]:
+    items: list[PromptItem] = []
+    seen: set[str] = set()
+    for n, row in read_records(path):
+        found = _first(row, _PROMPT_FIELDS)
+        if found is None and isinstance(row.get("turns"), list) and row["turns"]:
+            found = ("turns", row["turns"][0])
+        if found is None or not isinstance(found[1], str) or not found[1].strip():
+            raise ImitlabError(f"{path}: line {n}: no prompt text (expected one of fields {', '.join(_PROMPT_FIELDS)})")
+        pid = _first(row, _ID_FIELDS)
+        item_id = str(pid[1]) if pid else str(n)
+        if item_id in seen:
+            raise ImitlabError(f"{path}: line {n}: field 'id' repeats {item_id!r}")
+        seen.add(item_id)
+        ref = row.get("reference") or row.get("reference_answer")
+        items.append(PromptItem(item_id, found[1], ref if isinstance(ref, str) else None, row.get("category")))
+    return items
+
+
+# -- answers ------------------------------------------------------------------------------------------
+def is_answers_file(text: str) -> bool:
+    path = Path(text)
+    return path.is_file() and path.name.endswith(_ANSWER_SUFFIXES)
+
+
+def _answer_text(row: dict[str, Any]) -> str | None:
+    if isinstance(row.get("choices"), list) and row["choices"]:  # FastChat model_answer rows
+        turns = row["choices"][0].get("turns") or []
+        return turns[0] if turns and isinstance(turns[0], str) else None
+    if isinstance(row.get("messages"), list):  # a conversation: the first assistant turn
+        replies = [m.get("content") for m in row["messages"] if isinstance(m, dict) and m.get("role") == "assistant"]
+        return replies[0] if replies and isinstance(replies[0], str) else None
+    for key in ("answer", "output", "response", "completion"):
+        if isinstance(row.get(key), str):
+            return row[key]
+    # ``text`` is the answer in FastChat answer files, but the prompt in our own prompt files.
+    if isinstance(row.get("text"), str) and "question_id" in row and "answer_id" in row:
+        return row["text"]
+    return None
+
+
+def _row_prompt(row: dict[str, Any]) -> str | None:
+    if isinstance(row.get("messages"), list):
+        users = [m.get("content") for m in row["messages"] if isinstance(m, dict) and m.get("role") == "user"]
+        return users[0] if users and isinstance(users[0], str) else None
+    for key in ("prompt", "instruction", "question"):
+        if isinstance(row.get(key), str):
+            return row[key]
+    return None
+
+
+def load_answers(path: str | Path, prompts: list[PromptItem]) -> Answers:
+    """Answers for ``prompts`` from a file: by id when rows carry one, else by the prompt text.
+
+    A row whose id or prompt matches no prompt is reported in ``unmatched``; a second answer for the
+    same prompt is an error naming both lines, since silently keeping one would hide a pairing bug.
+    """
+    path = Path(path)
+    ids = {p.id for p in prompts}
+    by_text: dict[str, str] = {}
+    for p in prompts:
+        by_text.setdefault(_norm(p.prompt), p.id)
+    out: dict[str, str] = {}
+    where: dict[str, int] = {}
+    unmatched: list[str] = []
+    models: set[str] = set()
+    for n, row in read_records(path):
+        pid = _first(row, _ID_FIELDS)
+        if pid is not None:
+            key: str | None = str(pid[1])
+            if key not in ids:
+                key = None
+        else:
+            text = _row_prompt(row)
+            if text is None:
+                raise ImitlabError(
+                    f"{path}: line {n}: no field to match a prompt by (need id, question_id, prompt or instruction)"
+                )
+            key = by_text.get(_norm(text))
+        if key is None:
+            unmatched.append(f"{path}:{n}")
+            continue
+        if key in where:
+            raise ImitlabError(f"{path}: line {n}: a second answer for prompt {key!r} (first on line {where[key]})")
+        where[key] = n
+        answer = _answer_text(row)
+        if answer is not None:  # an empty string is a (bad) answer; an absent or null one is missing
+            out[key] = answer
+        for mkey in ("model", "generator", "model_id"):
+            if isinstance(row.get(mkey), str):
+                models.add(row[mkey])
+                break
+    model = models.pop() if len(models) == 1 else None
+    return Answers(str(path), out, unmatched, model=model or path.name.split(".")[0])
+
+
+# -- generating answers through a model spec ------------------------------------------------------------
+@dataclass(frozen=True)
+class GenerationParams:
+    max_tokens: int = 512
+    temperature: float = 0.0
+    seed: int | None = None
+    parallel: int = 4
+
+
+def generate_answers(
+    spec_text: str,
+    prompts: list[PromptItem],
+    out: str | Path,
+    params: GenerationParams = GenerationParams(),
+    *,
+    cache: str | Path | None = None,
+    base_url: str | None = None,
+) -> Path:
+    """Answer each prompt with the model (through ``open_chat``), appending to ``out`` as JSONL.
+
+    Append-only and resumable: prompts already answered in ``out`` are skipped, so an interrupted run
+    continues where it stopped.
+    """
+    from imitlab.models.spec import open_chat, parse_spec
+
+    out = Path(out)
+    done = {str(r.get("id")) for _, r in read_records(out)} if out.is_file() else set()
+    todo = [p for p in prompts if p.id not in done]
+    if not todo:
+        return out
+    spec = parse_spec(spec_text, base_url=base_url)
+    log.info("generating %d answers with %s", len(todo), spec)
+    with open_chat(spec, cache=cache, parallel=params.parallel) as client:
+        asyncio.run(_generate(client, spec.name, todo, out, params))
+    return out
+
+
+async def _generate(client: Any, model: str, todo: list[PromptItem], out: Path, params: GenerationParams) -> None:
+    sem = asyncio.Semaphore(params.parallel)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    extra: dict[str, Any] = {"seed": params.seed} if params.seed is not None else {}
+
+    async def one(item: PromptItem) -> None:
+        async with sem:
+            result = await client.achat(
+                [{"role": "user", "content": item.prompt}],
+                max_tokens=params.max_tokens,
+                temperature=params.temperature,
+                **extra,
+            )
+        row = {
+            "id": item.id,
+            "prompt": item.prompt,
+            "answer": result.text,
+            "model": model,
+            "finish_reason": result.finish_reason,
+            "completion_tokens": result.completion_tokens,
+        }
+        # One write per line in append mode: a crash loses at most the lines in flight.
+        with out.open("a", encoding="utf-8") as f:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+    await asyncio.gather(*(one(item) for item in todo))
+
+
+def resolve_answers(
+    source: str,
+    prompts: list[PromptItem],
+    out_file: Path,
+    params: GenerationParams,
+    *,
+    cache: str | Path | None = None,
+    base_url: str | None = None,
+) -> Answers:
+    """An answers file as given, or a model spec whose answers are generated into ``out_file`` first."""
+    if is_answers_file(source):
+        return load_answers(source, prompts)
+    path = generate_answers(source, prompts, out_file, params, cache=cache, base_url=base_url)
+    answers = load_answers(path, prompts)
+    answers.model = source
+    return answers
