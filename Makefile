@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: setup demo test lint llama-server
+.PHONY: setup demo test lint llama-server browser
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,10 +18,14 @@ llama-server: $(VENV)/.installed
 
 setup: $(VENV)/.installed llama-server
 
+# Debian's chromium for the rating app's end-to-end browser test (Playwright drives it; never `playwright install`).
+browser:
+	@test -x /usr/bin/chromium || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium)
+
 demo: setup
 	$(VENV)/bin/imitlab demo
 
-test: setup
+test: setup browser
 	$(VENV)/bin/ruff check imitlab tests bench
 	$(PY) -m pytest
 
