@@ -1,0 +1,66 @@
+"""The configuration of one SFT run. Defaults follow the paper where they fit a CPU; GPU scale is config."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from imitlab.errors import ImitlabError
+
+
+@dataclass
+class TrainConfig:
+    base: str  # model spec of the student's base model
+    data: str  # a data-set directory (conversations.jsonl) or a conversations .jsonl file
+    out: str  # output directory: model/, metrics.jsonl, manifest.json, checkpoints/
+    tokens: int | None = None  # token budget (counted like `imitlab data subset`); None = all the data
+    eval_data: str | None = None  # held-out conversations for the eval loss (before and after training)
+    block_size: int = 2048  # paper: conversations cut into 2048-token blocks
+    packing: bool = True  # concatenate conversations into full blocks (else one padded row each)
+    epochs: float = 1.0  # paper: one epoch
+    max_steps: int = -1  # > 0 overrides epochs (tests, smoke runs)
+    batch_size: int = 4  # per process
+    grad_accum: int = 1
+    learning_rate: float = 2e-5
+    warmup_steps: float = 0.03  # a count, or a fraction of the steps when < 1
+    scheduler: str = "cosine"
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    seed: int = 0
+    lora: bool = False
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    lora_targets: list[str] | str = "all-linear"
+    merge_lora: bool = True  # save a merged model (False: adapter only)
+    save_steps: int = 50  # checkpoint every N optimizer steps (resume picks up the last one)
+    logging_steps: int = 1
+    bf16: str = "auto"  # "auto" (on when the GPU supports it), "yes", "no"
+    gradient_checkpointing: bool = False
+    processes: int = 1  # > 1: data parallel through `accelerate launch` (gloo on CPU, NCCL on GPUs)
+    cache: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def validate(self) -> None:
+        if self.block_size < 16:
+            raise ImitlabError(f"block_size must be at least 16, got {self.block_size}")
+        if self.batch_size < 1 or self.grad_accum < 1 or self.processes < 1:
+            raise ImitlabError("batch_size, grad_accum and processes must be at least 1")
+        if self.tokens is not None and self.tokens < 1:
+            raise ImitlabError(f"token budget must be positive, got {self.tokens}")
+        if self.bf16 not in ("auto", "yes", "no"):
+            raise ImitlabError(f"bf16 must be auto, yes or no, got {self.bf16!r}")
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> TrainConfig:
+        raw = json.loads(Path(path).read_text())
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise ImitlabError(f"{path}: unknown training config keys {unknown}; known: {sorted(known)}")
+        return cls(**raw)
