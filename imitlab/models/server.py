@@ -189,17 +189,18 @@ class LlamaServer:
         assert self.process is not None
         deadline = time.monotonic() + self.startup_timeout
         url = f"http://{self.host}:{self.port}/health"
-        while time.monotonic() < deadline:
-            code = self.process.poll()
-            if code is not None:
-                raise ServerError(
-                    f"llama-server exited with code {code} while starting ({self.gguf.name}); "
-                    f"log {self.log_path}:\n{_tail(self.log_path)}"
-                )
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(url, timeout=2.0).status_code == 200:
-                    return
-            time.sleep(0.2)
+        with httpx.Client(timeout=2.0) as http:
+            while time.monotonic() < deadline:
+                code = self.process.poll()
+                if code is not None:
+                    raise ServerError(
+                        f"llama-server exited with code {code} while starting ({self.gguf.name}); "
+                        f"log {self.log_path}:\n{_tail(self.log_path)}"
+                    )
+                with contextlib.suppress(httpx.HTTPError):
+                    if http.get(url).status_code == 200:  # 503 while the model is still loading
+                        return
+                time.sleep(0.2)
         raise ServerError(
             f"llama-server did not become ready within {self.startup_timeout:.0f} s; "
             f"log {self.log_path}:\n{_tail(self.log_path)}"
