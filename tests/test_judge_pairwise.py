@@ -97,6 +97,12 @@ def test_garbage_judge_is_unparsed_never_a_win(files: dict[str, Path], tmp_path:
     assert summary["counts"]["unparsed"] == N
     assert summary["counts"]["win"] == summary["counts"]["loss"] == summary["counts"]["tie"] == 0
     assert summary["position_bias"]["n"] == 0
+    # no decided item: the rates are undefined, written as null (strict JSON, no NaN)
+    text = (tmp_path / "out" / "summary.json").read_text()
+    assert (
+        json.loads(text, parse_constant=lambda c: pytest.fail(f"non-JSON constant {c}"))["rates"]["win"]["value"]
+        is None
+    )
     rows = [json.loads(x) for x in (tmp_path / "out" / "judgments.jsonl").read_text().splitlines()]
     assert all(r["position"] is None and r["raw"] is not None for r in rows)  # recorded, with the raw reply
 

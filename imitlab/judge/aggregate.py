@@ -90,6 +90,17 @@ def position_bias(positions: Sequence[str | None]) -> dict[str, float | int]:
     }
 
 
+def json_ready(obj: Any) -> Any:
+    """Replace NaN (an undefined rate: no decided items) with None, so summaries are strict JSON."""
+    if isinstance(obj, float) and obj != obj:
+        return None
+    if isinstance(obj, dict):
+        return {k: json_ready(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [json_ready(v) for v in obj]
+    return obj
+
+
 # -- recorded verdicts from the literature ---------------------------------------------------------------
 def alpaca_eval_outcome(preference: float | None) -> str:
     """An AlpacaEval annotation's preference, from output_2's point of view (output_1 is the baseline).

@@ -19,9 +19,19 @@ PromptsOpt = Annotated[
 
 
 def _pct(est: dict) -> str:
-    if est["n"] == 0 or est["value"] != est["value"]:
+    if est["n"] == 0 or est["value"] is None:
         return "-"
+    if est["low"] is None:
+        return f"{100 * est['value']:.1f}%"
     return f"{100 * est['value']:.1f}% [{100 * est['low']:.1f}, {100 * est['high']:.1f}]"
+
+
+def _num(est: dict) -> str:
+    if est["value"] is None:
+        return "-"
+    if est["low"] is None:
+        return f"{est['value']:.2f}"
+    return f"{est['value']:.2f} [{est['low']:.2f}, {est['high']:.2f}]"
 
 
 def judge_cmd(
@@ -112,7 +122,7 @@ def style_cmd(
     for metric in ("unigram_overlap", "length_pearson"):
         table.add_row(
             metric.replace("_", " "),
-            *(f"{c[metric]['value']:.2f} [{c[metric]['low']:.2f}, {c[metric]['high']:.2f}]" for c in cols.values()),
+            *(_num(c[metric]) for c in cols.values()),
         )
     table.add_row("n prompts", *(str(c["n"]) for c in cols.values()))
     console.print(table)

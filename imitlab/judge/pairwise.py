@@ -28,7 +28,7 @@ from typing import Any, Literal
 
 from imitlab.errors import ImitlabError
 from imitlab.fileio import atomic_write_text, sha256_file
-from imitlab.judge.aggregate import FlipPolicy, combine, position_bias, side_of, tally
+from imitlab.judge.aggregate import FlipPolicy, combine, json_ready, position_bias, side_of, tally
 from imitlab.judge.parse import parse_verdict
 from imitlab.judge.sources import (
     Answers,
@@ -283,5 +283,6 @@ def run_judge(config: JudgeConfig, judge_fn: JudgeFn | None = None) -> dict[str,
             "python": platform.python_version(),
         },
     }
-    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
+    summary = json_ready(summary)
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, ensure_ascii=False, allow_nan=False) + "\n")
     return summary

@@ -27,6 +27,7 @@ import numpy as np
 
 from imitlab.errors import ImitlabError
 from imitlab.fileio import atomic_write_text
+from imitlab.judge.aggregate import json_ready
 from imitlab.judge.pairwise import JudgeFn, open_judge
 from imitlab.judge.parse import parse_yesno
 from imitlab.judge.sources import Answers, GenerationParams, PromptItem, load_prompts, resolve_answers
@@ -204,6 +205,7 @@ def run_style(config: StyleConfig, judge_fn: JudgeFn | None = None) -> dict[str,
         "columns": table,
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()},
     }
-    atomic_write_text(out / "style.json", json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+    result = json_ready(result)
+    atomic_write_text(out / "style.json", json.dumps(result, indent=2, ensure_ascii=False, allow_nan=False) + "\n")
     atomic_write_text(out / "style_items.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     return result

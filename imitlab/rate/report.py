@@ -11,7 +11,7 @@ from typing import Any
 
 from imitlab.errors import ImitlabError
 from imitlab.fileio import atomic_write_text
-from imitlab.judge.aggregate import tally
+from imitlab.judge.aggregate import json_ready, tally
 from imitlab.judge.sources import read_records
 from imitlab.rate.db import RatingStore
 from imitlab.stats import cohen_kappa, fleiss_kappa
@@ -99,8 +99,9 @@ def report(
         }
         for row in merged:
             row["judge"] = judge.get(row["id"])
+    result = json_ready(result)
     if out is not None:
         out = Path(out)
-        atomic_write_text(out / "human_summary.json", json.dumps(result, indent=2) + "\n")
+        atomic_write_text(out / "human_summary.json", json.dumps(result, indent=2, allow_nan=False) + "\n")
         atomic_write_text(out / "merged.jsonl", "".join(json.dumps(r) + "\n" for r in merged))
     return result
