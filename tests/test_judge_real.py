@@ -78,3 +78,20 @@ def test_real_style_tone_probe(smollm2_server: LlamaServer, files: dict[str, str
     assert col["authoritative_tone"]["n"] + col["tone_unparsed"] == 3
     rows = [json.loads(x) for x in (tmp_path / "style" / "style_items.jsonl").read_text().splitlines()]
     assert all(isinstance(r["tone_raw"], str) for r in rows)
+
+
+def test_judge_cli_against_a_served_judge(smollm2_server: LlamaServer, files: dict[str, str], tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    imitlab = str(Path(sys.executable).parent / "imitlab")
+    done = subprocess.run(
+        [imitlab, "judge", "--a", files["teacher"], "--b", files["teacher"], "--prompts", files["prompts"],
+         "--judge", "openai:smollm2-135m-instruct", "--base-url", smollm2_server.base_url, "--limit", "2",
+         "--judge-max-tokens", "16", "--parallel", "2", "--out", str(tmp_path / "cli")],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "as good or better" in done.stdout
+    summary = json.loads((tmp_path / "cli" / "summary.json").read_text())
+    assert summary["n_pairs"] == 2 and sum(summary["counts"].values()) == 2

@@ -92,3 +92,27 @@ def test_real_alpaca_eval_outputs_imitation_copies_chatgpt_style() -> None:
     for metric in ("list_when_teacher", "summary_when_teacher", "unigram_overlap", "length_pearson"):
         assert vicuna[metric]["low"] > alpaca[metric]["high"], metric  # CIs do not overlap
     assert vicuna["list_when_teacher"]["value"] == pytest.approx(0.861, abs=0.001)
+
+
+def test_style_cli_and_missing_file_error(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    imitlab = str(Path(sys.executable).parent / "imitlab")
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text("".join(json.dumps({"id": str(i), "prompt": f"q{i}"}) + "\n" for i in range(4)))
+    teacher, model = tmp_path / "t.jsonl", tmp_path / "m.jsonl"
+    teacher.write_text("".join(json.dumps({"id": str(i), "answer": LISTY * (i + 1)}) + "\n" for i in range(4)))
+    model.write_text("".join(json.dumps({"id": str(i), "answer": PLAIN * (i + 1)}) + "\n" for i in range(4)))
+    args = [imitlab, "style", "--teacher", str(teacher), "--model", f"mine={model}", "--prompts", str(prompts)]
+    done = subprocess.run([*args, "--out", str(tmp_path / "o")], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "list when" in done.stdout and "mine" in done.stdout
+    style = json.loads((tmp_path / "o" / "style.json").read_text())
+    assert style["columns"]["mine"]["length_pearson"]["value"] == pytest.approx(1.0)
+    bad = subprocess.run(
+        [imitlab, "judge", "--a", str(tmp_path / "missing.jsonl"), "--b", str(model), "--prompts", str(prompts),
+         "--judge", "smollm2-135m-instruct", "--out", str(tmp_path / "j")],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert bad.returncode == 2 and "answers file not found" in bad.stderr and "Traceback" not in bad.stderr

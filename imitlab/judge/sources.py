@@ -304,6 +304,8 @@ def resolve_answers(
     """An answers file as given, or a model spec whose answers are generated into ``out_file`` first."""
     if is_answers_file(source):
         return load_answers(source, prompts)
+    if source.endswith(_ANSWER_SUFFIXES) or ("/" in source and not source.startswith(("openai:", "hf:", "gguf:"))):
+        raise ImitlabError(f"answers file not found: {source}")
     path = generate_answers(source, prompts, out_file, params, cache=cache, base_url=base_url)
     answers = load_answers(path, prompts)
     answers.model = source
