@@ -1,0 +1,63 @@
+"""``imitlab train``: a thin CLI over :func:`imitlab.train.launch.launch`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from imitlab.train.train_config import TrainConfig
+
+console = Console()
+
+
+def train_cmd(
+    base: Annotated[str, typer.Option("--base", help="Student base model spec (packaged name, hf:DIR, gguf:PATH).")],
+    data: Annotated[Path, typer.Option("--data", help="Data-set directory (conversations.jsonl) or .jsonl file.")],
+    out: Annotated[Path, typer.Option("--out", help="Run directory: model/, metrics.jsonl, manifest.json.")],
+    tokens: Annotated[str | None, typer.Option(help="Token budget, e.g. 300k (as `imitlab data subset`).")] = None,
+    eval_data: Annotated[Path | None, typer.Option(help="Held-out conversations for eval loss.")] = None,
+    block_size: Annotated[int, typer.Option(help="Packed block length (paper: 2048).")] = 2048,
+    packing: Annotated[bool, typer.Option(help="Pack conversations into full blocks.")] = True,
+    epochs: Annotated[float, typer.Option(help="Epochs over the (budgeted) data (paper: 1).")] = 1.0,
+    max_steps: Annotated[int, typer.Option(help="Stop after N optimizer steps (overrides epochs).")] = -1,
+    batch_size: Annotated[int, typer.Option(help="Rows per process per step.")] = 4,
+    grad_accum: Annotated[int, typer.Option(help="Gradient accumulation steps.")] = 1,
+    lr: Annotated[float, typer.Option("--lr", help="Peak learning rate.")] = 2e-5,
+    warmup: Annotated[float, typer.Option(help="Warm-up steps (a fraction of all steps when < 1).")] = 0.03,
+    scheduler: Annotated[str, typer.Option(help="LR schedule (transformers name).")] = "cosine",
+    seed: Annotated[int, typer.Option(help="Seed for shuffling and initialisation.")] = 0,
+    lora: Annotated[bool, typer.Option(help="Train LoRA adapters instead of all weights.")] = False,
+    lora_r: Annotated[int, typer.Option(help="LoRA rank.")] = 16,
+    adapter_only: Annotated[bool, typer.Option(help="With --lora: save the adapter, not a merged model.")] = False,
+    save_steps: Annotated[int, typer.Option(help="Checkpoint every N steps.")] = 50,
+    bf16: Annotated[str, typer.Option(help="auto | yes | no")] = "auto",
+    gradient_checkpointing: Annotated[bool, typer.Option(help="Trade compute for memory.")] = False,
+    processes: Annotated[int, typer.Option(help="Data-parallel processes (accelerate; gloo on CPU).")] = 1,
+    cache: Annotated[Path | None, typer.Option("--cache", help="Cache root.")] = None,
+) -> None:
+    """Fine-tune a student on teacher conversations (loss on the teacher's tokens only)."""
+    from imitlab.data.subset import parse_budget
+    from imitlab.train.launch import launch
+
+    config = TrainConfig(
+        base=base, data=str(data), out=str(out), tokens=parse_budget(tokens) if tokens else None,
+        eval_data=str(eval_data) if eval_data else None, block_size=block_size, packing=packing, epochs=epochs,
+        max_steps=max_steps, batch_size=batch_size, grad_accum=grad_accum, learning_rate=lr, warmup_steps=warmup,
+        scheduler=scheduler, seed=seed, lora=lora, lora_r=lora_r, lora_alpha=2 * lora_r, merge_lora=not adapter_only,
+        save_steps=save_steps, bf16=bf16, gradient_checkpointing=gradient_checkpointing, processes=processes,
+        cache=str(cache) if cache else None,
+    )  # fmt: skip
+    manifest = launch(config)
+    results = manifest.get("results", {})
+    console.print(f"[green]✓[/] trained {base} for {results.get('steps')} steps -> {out / 'model'}", soft_wrap=True)
+    for key in ("train_loss", "eval_loss_before", "eval_loss_after"):
+        if key in results:
+            console.print(f"  {key}: {results[key]:.4f}")
+    packing_stats = manifest.get("packing", {})
+    console.print(
+        f"  {packing_stats.get('conversations')} conversations, {packing_stats.get('tokens')} tokens "
+        f"({packing_stats.get('loss_tokens')} with loss), packing efficiency {packing_stats.get('packing_efficiency')}"
+    )
