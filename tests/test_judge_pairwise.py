@@ -147,6 +147,8 @@ def test_resume_skips_done_judgments_and_retries_failures(files: dict[str, Path]
         calls["n"] += 1
         return "[[B]]"
 
+    with (out / "judgments.jsonl").open("a") as f:
+        f.write('{"id": "p0", "order": "ab", "raw": "[[A')  # a write killed mid-line
     second = run_judge(_config(files, out), judge_fn=steady)
     assert calls["n"] - before == 2 * N // 5  # only the failed calls were redone
     assert second["n_call_errors"] == 0 and second["counts"]["tie"] == N

@@ -37,6 +37,7 @@ from imitlab.judge.sources import (
     is_answers_file,
     load_prompts,
     read_records,
+    repair_tail,
     resolve_answers,
 )
 from imitlab.judge.templates import JudgeTemplate, load_template
@@ -98,6 +99,7 @@ def build_pairs(prompts: list[PromptItem], a: Answers, b: Answers) -> tuple[list
 
 def _load_done(path: Path) -> dict[tuple[str, str], dict[str, Any]]:
     done: dict[tuple[str, str], dict[str, Any]] = {}
+    repair_tail(path)
     if path.is_file():
         for _, row in read_records(path):
             if not row.get("error"):  # failed calls are retried on resume

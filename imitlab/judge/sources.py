@@ -82,6 +82,20 @@ def read_records(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
         yield n, row
 
 
+def repair_tail(path: str | Path) -> None:
+    """Cut a torn last line (a write killed mid-line) off an append-only JSONL file before appending again."""
+    path = Path(path)
+    if not path.is_file() or path.stat().st_size == 0:
+        return
+    data = path.read_bytes()
+    if data.endswith(b"\n"):
+        return
+    keep = data.rfind(b"\n") + 1
+    log.warning("%s: dropping a torn last line (%d bytes) left by an interrupted run", path, len(data) - keep)
+    with path.open("r+b") as f:
+        f.truncate(keep)
+
+
 def _first(row: dict[str, Any], fields: tuple[str, ...]) -> tuple[str, Any] | None:
     for key in fields:
         if key in row and row[key] is not None:
@@ -253,6 +267,7 @@ def generate_answers(
     from imitlab.models.spec import open_chat, parse_spec
 
     out = Path(out)
+    repair_tail(out)
     done = {str(r.get("id")) for _, r in read_records(out)} if out.is_file() else set()
     todo = [p for p in prompts if p.id not in done]
     if not todo:
