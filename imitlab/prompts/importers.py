@@ -135,7 +135,7 @@ def import_file(
                     result.skipped["blank line"] += 1
         return result
     detected: str | None = None if fmt == "auto" else fmt
-    for n, (where, obj) in enumerate(iter_json_records(path), 1):
+    for where, number, obj in iter_json_records(path):
         if detected is None:
             detected = detect_format(obj, where)
         user, system = _user_turns(obj, detected, where)
@@ -146,11 +146,15 @@ def import_file(
         meta: dict[str, Any] = {}
         if isinstance(obj, dict) and isinstance(obj.get("id"), str | int):
             meta["orig_id"] = obj["id"]
-        pid = f"{stem}:{where.rsplit(' ', 1)[-1] if 'record' in where else where.rsplit(':', 1)[-1]}"
         result.records.append(
-            PromptRecord(id=pid, turns=user if turns == "all" else user[:1], source=path.name, system=system, meta=meta)
+            PromptRecord(
+                id=f"{stem}:{number}",
+                turns=user if turns == "all" else user[:1],
+                source=path.name,
+                system=system,
+                meta=meta,
+            )
         )
-        del n
     result.formats[str(path)] = detected or fmt
     return result
 

@@ -49,8 +49,10 @@ def open_text(path: str | os.PathLike[str]) -> IO[str]:
     return open(path, encoding="utf-8")
 
 
-def iter_json_records(path: str | os.PathLike[str]) -> Iterator[tuple[str, Any]]:
-    """Yield ``(where, record)`` for a JSONL file or a JSON array; ``where`` is "file:line N" or "file:record N".
+def iter_json_records(path: str | os.PathLike[str]) -> Iterator[tuple[str, int, Any]]:
+    """Yield ``(where, number, record)`` for a JSONL file or a JSON array.
+
+    ``where`` is "file:LINE" for JSONL or "file: record N" for an array; ``number`` is the line or record number.
 
     Blank JSONL lines are skipped; a line that is not JSON is an error naming the file and line.
     """
@@ -67,7 +69,7 @@ def iter_json_records(path: str | os.PathLike[str]) -> Iterator[tuple[str, Any]]
             if not isinstance(data, list):
                 raise PromptFormatError(f"{path}: expected a JSON array of records, got {type(data).__name__}")
             for i, record in enumerate(data, 1):
-                yield f"{path}: record {i}", record
+                yield f"{path}: record {i}", i, record
             return
         for lineno, line in enumerate(f, 1):
             if not line.strip():
@@ -76,7 +78,7 @@ def iter_json_records(path: str | os.PathLike[str]) -> Iterator[tuple[str, Any]]
                 record = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise PromptFormatError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
-            yield f"{path}:{lineno}", record
+            yield f"{path}:{lineno}", lineno, record
 
 
 def _check_record(where: str, obj: Any) -> PromptRecord:
@@ -101,7 +103,7 @@ def read_prompt_set(path: str | os.PathLike[str]) -> list[PromptRecord]:
     """Read and validate a prompt set. Duplicate ids and an empty set are errors."""
     records: list[PromptRecord] = []
     seen: dict[str, str] = {}
-    for where, obj in iter_json_records(path):
+    for where, _, obj in iter_json_records(path):
         record = _check_record(where, obj)
         if record.id in seen:
             raise PromptFormatError(f"{where}: duplicate id {record.id!r} (first at {seen[record.id]})")
