@@ -142,3 +142,29 @@ def test_replay_gpt4_alpaca_eval_verdicts_through_run_judge(data: Path, tmp_path
     assert summary["counts"] == {"win": 205, "tie": 0, "loss": 584, "unparsed": 16, "inconsistent": 0}
     assert summary["order_consistency"] == 1.0
     assert summary["a"]["model"] == "alpaca-7b" and summary["b"]["model"] == "text_davinci_003"
+
+
+def test_reference_guided_mode_on_mt_bench_first_turns(tmp_path: Path) -> None:
+    prompts = load_prompts("mt-bench")
+    with_ref = {p.id for p in prompts if p.reference}
+    for side in ("a", "b"):
+        rows = [{"id": p.id, "answer": f"{side} answers {p.id}"} for p in prompts]
+        (tmp_path / f"{side}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    seen: dict[str, bool] = {}
+
+    async def judge(messages: list[dict[str, str]]) -> str:
+        text = messages[-1]["content"]
+        pid = re.search(r"answers (\d+)", text).group(1)
+        seen[pid] = "[The Start of Reference Answer]" in text
+        return "[[C]]"
+
+    def config(**kw: object) -> JudgeConfig:
+        return JudgeConfig(a=str(tmp_path / "a.jsonl"), b=str(tmp_path / "b.jsonl"), prompts="mt-bench",
+                           judge="fake", template="mt-bench", n_resamples=100, **kw)  # fmt: skip
+
+    summary = run_judge(config(out=tmp_path / "ref"), judge_fn=judge)
+    assert summary["n_reference_guided"] == len(with_ref) == 30
+    assert {pid for pid, used in seen.items() if used} == with_ref
+    seen.clear()
+    off = run_judge(config(out=tmp_path / "noref", reference="off"), judge_fn=judge)
+    assert off["n_reference_guided"] == 0 and not any(seen.values())
