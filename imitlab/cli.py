@@ -14,6 +14,7 @@ from rich.logging import RichHandler
 from rich.table import Table
 from rich.text import Text
 
+from imitlab.cli_collect import register as register_collect
 from imitlab.errors import ImitlabError
 from imitlab.judge.cli import judge_cmd, style_cmd
 from imitlab.rate.cli import rate_app
@@ -24,6 +25,7 @@ app.add_typer(models_app, name="models")
 app.command("judge")(judge_cmd)
 app.command("style")(style_cmd)
 app.add_typer(rate_app, name="rate")
+register_collect(app)  # imitlab prompts / collect / data
 console = Console()
 err_console = Console(stderr=True)
 

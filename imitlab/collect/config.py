@@ -1,0 +1,60 @@
+"""Configuration of one collection run (``imitlab collect``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from imitlab.errors import ImitlabError
+
+
+@dataclass
+class CollectConfig:
+    teacher: str  # a model spec: packaged name, gguf:PATH or openai:MODEL
+    prompts: Path  # a prompt set (JSONL, see imitlab.prompts.schema)
+    out: Path  # the output data-set directory
+    base_url: str | None = None  # for openai: specs
+    concurrency: int = 8  # requests in flight; also the llama.cpp server's parallel slots
+    timeout: float = 120.0  # seconds per request, end to end
+    max_retries: int = 6
+    backoff_base: float = 1.0
+    backoff_max: float = 60.0
+    n_samples: int = 1  # answers per prompt (2 gives the paper's "second teacher sample")
+    system: str | None = None  # used for prompts that carry no system prompt of their own
+    temperature: float | None = 0.7
+    top_p: float | None = None
+    max_tokens: int | None = 1024
+    seed: int | None = None
+    extra_params: dict[str, Any] = field(default_factory=dict)  # any other OpenAI body parameters
+    price_prompt_per_m: float | None = None  # USD per million prompt tokens, for the cost estimate
+    price_completion_per_m: float | None = None
+    use_cache: bool = True
+    cache_path: Path | None = None  # default: <cache root>/collect/responses.sqlite
+    cache_root: Path | None = None  # imitlab cache root (models, server builds)
+    retry_failed: bool = True  # on resume, retry prompts that failed before
+    progress: bool = True
+    ctx_per_slot: int = 4096  # llama.cpp server context per slot (packaged / gguf teachers)
+
+    def __post_init__(self) -> None:
+        self.prompts = Path(self.prompts)
+        self.out = Path(self.out)
+        if self.concurrency < 1:
+            raise ImitlabError(f"concurrency must be at least 1, not {self.concurrency}")
+        if self.n_samples < 1:
+            raise ImitlabError(f"n_samples must be at least 1, not {self.n_samples}")
+        if self.timeout <= 0:
+            raise ImitlabError(f"timeout must be positive, not {self.timeout}")
+        if self.max_retries < 0:
+            raise ImitlabError(f"max_retries must be 0 or more, not {self.max_retries}")
+
+    def sampling_params(self) -> dict[str, Any]:
+        """The OpenAI body parameters sent with every request (and part of the cache key)."""
+        params: dict[str, Any] = {
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "max_tokens": self.max_tokens,
+            "seed": self.seed,
+        }
+        params.update(self.extra_params)
+        return {k: v for k, v in params.items() if v is not None}
