@@ -1,0 +1,297 @@
+"""Local transformers backend: log-likelihood and greedy/sampled generation with shared-prefix KV reuse.
+
+Every k-shot prompt of a benchmark (or of one MMLU subject) starts with the same few-shot prefix. This
+backend runs that prefix through the model once, keeps its key/value cache, and then only runs each item's
+own tokens (batched, left-padded *after* the prefix, with explicit position ids) on top of it. Only the
+positions whose log-probabilities are needed go through the output layer (``logits_to_keep``).
+
+The shared prefix is found at the token level (the longest common token prefix of a group's requests), not
+by tokenizing the prefix text alone: BPE merges across the boundary ("\\n\\n" + "The" tokenizes differently
+from "\\n\\n" on its own), so the cached tokens are exactly those a full forward pass would have seen.
+Requests are tokenized the way lm-evaluation-harness does (context + continuation encoded together, then
+split), so scores agree with it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
+
+log = logging.getLogger(__name__)
+
+# Below this many shared tokens the extra prefix pass is not worth it.
+_MIN_PREFIX = 8
+
+
+@dataclass(frozen=True)
+class LLRequest:
+    """Score ``continuation`` after ``context``. Requests with the same ``prefix_key`` share a KV cache."""
+
+    context: str
+    continuation: str
+    prefix_key: str = ""
+
+
+@dataclass(frozen=True)
+class LLResult:
+    logprob: float  # sum of the continuation tokens' log-probabilities
+    is_greedy: bool  # every continuation token is the argmax
+    n_tokens: int
+
+
+@dataclass(frozen=True)
+class GenRequest:
+    prompt: str
+    prefix_key: str = ""
+
+
+def _common_prefix_len(rows: Sequence[Sequence[int]]) -> int:
+    first = rows[0]
+    n = min(len(r) for r in rows)
+    for row in rows[1:]:
+        i = 0
+        while i < n and row[i] == first[i]:
+            i += 1
+        n = i
+    return n
+
+
+class HFBackend:
+    """A causal LM from a local HF directory (or hub id when online), scored and sampled in-process."""
+
+    name = "hf"
+
+    def __init__(self, path: str, *, batch_size: int = 16, device: str | None = None, threads: int | None = None):
+        if threads:
+            torch.set_num_threads(threads)
+        self.path = path
+        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        self.model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.model.to(self.device).eval()
+        self.batch_size = batch_size
+        config = self.model.config
+        self.max_length = int(getattr(config, "max_position_embeddings", 2048) or 2048)
+        self.eos_ids = set(_as_list(getattr(self.model.generation_config, "eos_token_id", None)))
+        if self.tokenizer.eos_token_id is not None:
+            self.eos_ids.add(self.tokenizer.eos_token_id)
+        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        self.stats = {"prefix_tokens": 0, "item_tokens": 0, "prefix_passes": 0}
+
+    # -- tokenization (lm-evaluation-harness compatible) ------------------------------------------------
+    def encode(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text)
+
+    def encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
+        """Trailing spaces of the context move to the continuation; the pair is encoded whole, then split."""
+        n_spaces = len(context) - len(context.rstrip())
+        if n_spaces:
+            continuation = context[-n_spaces:] + continuation
+            context = context[:-n_spaces]
+        whole = self.encode(context + continuation)
+        ctx = self.encode(context)
+        return ctx, whole[len(ctx) :]
+
+    # -- the shared machinery ----------------------------------------------------------------------------
+    @torch.inference_mode()
+    def _prefix_cache(self, tokens: list[int]) -> DynamicCache | None:
+        if len(tokens) < _MIN_PREFIX:
+            return None
+        ids = torch.tensor([tokens], device=self.device)
+        out = self.model(input_ids=ids, use_cache=True, logits_to_keep=1)
+        self.stats["prefix_tokens"] += len(tokens)
+        self.stats["prefix_passes"] += 1
+        return out.past_key_values  # the cache the model filled
+
+    def _expand(self, prefix: DynamicCache | None, batch: int) -> DynamicCache | None:
+        if prefix is None:
+            return None
+        # Expanded views: the first update concatenates, so the shared prefix tensors are never written to.
+        data = [
+            (layer.keys.expand(batch, -1, -1, -1), layer.values.expand(batch, -1, -1, -1)) for layer in prefix.layers
+        ]
+        return DynamicCache(ddp_cache_data=data, config=self.model.config)
+
+    def _suffix_batch(self, rows: list[list[int]], prefix_len: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Left-pad the rows' own tokens after the prefix: ids, attention mask (prefix + rows), position ids."""
+        width = max(len(r) for r in rows)
+        ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), prefix_len + width), dtype=torch.long)
+        mask[:, :prefix_len] = 1
+        pos = torch.full((len(rows), width), prefix_len, dtype=torch.long)
+        for i, row in enumerate(rows):
+            pad = width - len(row)
+            ids[i, pad:] = torch.tensor(row)
+            mask[i, prefix_len + pad :] = 1
+            pos[i, pad:] = torch.arange(prefix_len, prefix_len + len(row))
+        self.stats["item_tokens"] += sum(len(r) for r in rows)
+        return ids.to(self.device), mask.to(self.device), pos.to(self.device)
+
+    # -- log-likelihood ---------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def loglikelihood(self, requests: Sequence[LLRequest]) -> list[LLResult]:
+        encoded = []
+        for req in requests:
+            ctx, cont = self.encode_pair(req.context, req.continuation)
+            if not cont:
+                raise ValueError(f"empty continuation after tokenization: {req.continuation!r}")
+            full = (ctx + cont)[-(self.max_length + 1) :]
+            encoded.append((tuple(full[:-1]), cont))
+        # One model row per distinct input: choices with one-token continuations share their context's row.
+        row_of: dict[tuple[int, ...], int] = {}
+        rows: list[tuple[int, ...]] = []
+        row_key: list[str] = []
+        for (inp, _), req in zip(encoded, requests, strict=True):
+            if inp not in row_of:
+                row_of[inp] = len(rows)
+                rows.append(inp)
+                row_key.append(req.prefix_key)
+        # How many final positions each row must score: its longest continuation.
+        need = [1] * len(rows)
+        for inp, cont in encoded:
+            need[row_of[inp]] = max(need[row_of[inp]], len(cont))
+        logprobs: list[torch.Tensor | None] = [None] * len(rows)  # (need, vocab) log-softmax per row
+        groups: dict[str, list[int]] = defaultdict(list)
+        for i, key in enumerate(row_key):
+            groups[key].append(i)
+        for members in groups.values():
+            member_rows = [rows[i] for i in members]
+            shared = min(_common_prefix_len(member_rows), *(len(rows[i]) - need[i] for i in members))
+            prefix = self._prefix_cache(list(member_rows[0][:shared])) if len(members) > 1 else None
+            plen = shared if prefix is not None else 0
+            order = sorted(members, key=lambda i: -len(rows[i]))  # similar lengths batch together
+            for start in range(0, len(order), self.batch_size):
+                chunk = order[start : start + self.batch_size]
+                ids, mask, pos = self._suffix_batch([list(rows[i][plen:]) for i in chunk], plen)
+                keep = max(need[i] for i in chunk)
+                out = self.model(
+                    input_ids=ids,
+                    attention_mask=mask,
+                    position_ids=pos,
+                    cache=self._expand(prefix, len(chunk)),
+                    use_cache=prefix is not None,
+                    logits_to_keep=keep,
+                )
+                lp = torch.log_softmax(out.logits.float(), dim=-1)
+                for j, i in enumerate(chunk):
+                    logprobs[i] = lp[j, keep - need[i] :]
+        results = []
+        for inp, cont in encoded:
+            i = row_of[inp]
+            lp = logprobs[i]
+            assert lp is not None
+            tail = lp[lp.shape[0] - len(cont) :]
+            target = torch.tensor(cont, device=tail.device)
+            picked = tail.gather(1, target[:, None]).squeeze(1)
+            greedy = bool((tail.argmax(-1) == target).all())
+            results.append(LLResult(float(picked.sum()), greedy, len(cont)))
+        return results
+
+    # -- generation -------------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def generate(
+        self,
+        requests: Sequence[GenRequest],
+        *,
+        stop: Sequence[str] = (),
+        max_tokens: int = 64,
+        n: int = 1,
+        temperature: float = 0.0,
+        seed: int = 0,
+    ) -> list[list[str]]:
+        """``n`` completions per request, cut at the first stop string; greedy when temperature is 0."""
+        generator = torch.Generator(device=self.device).manual_seed(seed)
+        encoded = [self.encode(r.prompt)[-(self.max_length - max_tokens) :] for r in requests]
+        outputs: list[list[str]] = [[] for _ in requests]
+        groups: dict[str, list[int]] = defaultdict(list)
+        for i, req in enumerate(requests):
+            groups[req.prefix_key].append(i)
+        for members in groups.values():
+            member_rows = [encoded[i] for i in members]
+            shared = min(_common_prefix_len(member_rows), min(len(r) for r in member_rows) - 1)
+            prefix = self._prefix_cache(member_rows[0][:shared]) if len(members) * n > 1 else None
+            plen = shared if prefix is not None else 0
+            jobs = [i for i in sorted(members, key=lambda i: -len(encoded[i])) for _ in range(n)]
+            for start in range(0, len(jobs), self.batch_size):
+                chunk = jobs[start : start + self.batch_size]
+                texts = self._generate_batch(
+                    [encoded[i][plen:] for i in chunk], prefix, plen, stop, max_tokens, temperature, generator
+                )
+                for i, text in zip(chunk, texts, strict=True):
+                    outputs[i].append(text)
+        return outputs
+
+    def _generate_batch(
+        self,
+        rows: list[list[int]],
+        prefix: DynamicCache | None,
+        plen: int,
+        stop: Sequence[str],
+        max_tokens: int,
+        temperature: float,
+        generator: torch.Generator,
+    ) -> list[str]:
+        ids, mask, pos = self._suffix_batch(rows, plen)
+        cache = self._expand(prefix, len(rows))
+        if cache is None:
+            cache = DynamicCache(config=self.model.config)
+        alive = list(range(len(rows)))  # original row index of each batch row still generating
+        generated: list[list[int]] = [[] for _ in rows]
+        texts = [""] * len(rows)
+        next_pos = pos[:, -1] + 1
+        for _ in range(max_tokens):
+            out = self.model(
+                input_ids=ids, attention_mask=mask, position_ids=pos, cache=cache, use_cache=True,
+                logits_to_keep=1,
+            )  # fmt: skip
+            logits = out.logits[:, -1].float()
+            if temperature > 0:
+                probs = torch.softmax(logits / temperature, dim=-1)
+                tokens = torch.multinomial(probs, 1, generator=generator).squeeze(1)
+            else:
+                tokens = logits.argmax(-1)
+            keep = []
+            for b, row in enumerate(alive):
+                token = int(tokens[b])
+                if token in self.eos_ids:
+                    continue
+                generated[row].append(token)
+                text = self.tokenizer.decode(generated[row], skip_special_tokens=True)
+                texts[row] = _cut_at_stop(text, stop)
+                if len(texts[row]) < len(text):
+                    continue  # a stop string appeared
+                keep.append(b)
+            if not keep:
+                break
+            if len(keep) < len(alive):
+                index = torch.tensor(keep, device=self.device)
+                cache.batch_select_indices(index)
+                tokens, mask, next_pos = tokens[index], mask[index], next_pos[index]
+                alive = [alive[b] for b in keep]
+            ids = tokens[:, None]
+            pos = next_pos[:, None]
+            mask = torch.cat([mask, torch.ones((len(alive), 1), dtype=mask.dtype, device=self.device)], dim=1)
+            next_pos = next_pos + 1
+        return texts
+
+
+def _cut_at_stop(text: str, stop: Sequence[str]) -> str:
+    cut = len(text)
+    for s in stop:
+        at = text.find(s)
+        if at != -1:
+            cut = min(cut, at)
+    return text[:cut]
+
+
+def _as_list(value: object) -> list[int]:
+    if value is None:
+        return []
+    if isinstance(value, int):
+        return [value]
+    return [int(v) for v in value]  # type: ignore[union-attr]

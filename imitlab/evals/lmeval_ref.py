@@ -1,0 +1,124 @@
+"""Score the same multiple-choice items with lm-evaluation-harness, for agreement checks and speed comparisons.
+
+lm-eval's built-in tasks download their data from the hub, so this writes local YAML tasks
+(``dataset_path: json`` + ``data_files``) over JSON files made from the very items imitlab scores, with
+lm-eval's own MMLU/ARC prompt formats. MMLU gets one lm-eval task per subject, as lm-eval itself does, so
+each subject's five dev questions are its shots. Needs the ``dev`` extra (``pip install lm-eval``).
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from imitlab.evals.task import Item
+
+_MMLU_YAML = """task: {task}
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {test}
+    dev: {dev}
+test_split: test
+fewshot_split: dev
+fewshot_config:
+  sampler: first_n
+num_fewshot: 5
+output_type: multiple_choice
+description: "The following are multiple choice questions (with answers) about {subject_name}.\\n\\n"
+doc_to_text: "{{{{question.strip()}}}}\\nA. {{{{choices[0]}}}}\\nB. {{{{choices[1]}}}}\\nC. {{{{choices[2]}}}}\\nD. {{{{choices[3]}}}}\\nAnswer:"
+doc_to_choice: ["A", "B", "C", "D"]
+doc_to_target: answer
+metric_list:
+  - metric: acc
+    aggregation: mean
+    higher_is_better: true
+"""  # noqa: E501 - lm-eval's MMLU prompt line, verbatim
+
+_ARC_YAML = """task: {task}
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {test}
+test_split: test
+num_fewshot: 0
+output_type: multiple_choice
+doc_to_text: "Question: {{{{question}}}}\\nAnswer:"
+doc_to_choice: "{{{{choices}}}}"
+doc_to_target: gold
+metric_list:
+  - metric: acc
+    aggregation: mean
+    higher_is_better: true
+"""
+
+
+@dataclass
+class ReferenceResult:
+    predictions: dict[str, int]  # item id -> index of the highest-scoring choice
+    acc: float
+    n: int
+    elapsed_s: float  # lm-eval's evaluation, without writing the task files
+
+
+def _mmlu_doc(item: Item) -> dict[str, Any]:
+    return {"id": item["id"], "question": item["question"], "choices": item["options"], "answer": item["gold"]}
+
+
+def run_lm_eval(
+    bench: str, items: list[Item], model_dir: str, *, shots: dict[str, list[Item]] | None = None, batch_size: int = 16
+) -> ReferenceResult:
+    """lm-eval's HF backend on ``items`` of ``bench`` ("mmlu" needs ``shots``: subject -> dev items)."""
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+
+    with tempfile.TemporaryDirectory(prefix="imitlab-lmeval-") as tmp:
+        root = Path(tmp)
+        names = []
+        if bench == "mmlu":
+            assert shots is not None, "mmlu needs each subject's dev items as shots"
+            by_subject: dict[str, list[Item]] = defaultdict(list)
+            for item in items:
+                by_subject[item["subject"]].append(item)
+            for subject, members in sorted(by_subject.items()):
+                task = f"imitlab_mmlu_{subject}"
+                test, dev = root / f"{subject}_test.jsonl", root / f"{subject}_dev.jsonl"
+                test.write_text("".join(json.dumps(_mmlu_doc(i)) + "\n" for i in members))
+                dev.write_text("".join(json.dumps(_mmlu_doc(i)) + "\n" for i in shots[subject]))
+                yaml = _MMLU_YAML.format(task=task, test=test, dev=dev, subject_name=subject.replace("_", " "))
+                (root / f"{task}.yaml").write_text(yaml)
+                names.append(task)
+        elif bench in ("arc_easy", "arc_challenge"):
+            task = f"imitlab_{bench}"
+            test = root / "test.jsonl"
+            docs = [
+                {"id": i["id"], "question": i["question"], "choices": i["choices"], "gold": i["gold"]} for i in items
+            ]
+            test.write_text("".join(json.dumps(d) + "\n" for d in docs))
+            (root / f"{task}.yaml").write_text(_ARC_YAML.format(task=task, test=test))
+            names.append(task)
+        else:
+            raise ValueError(f"no lm-eval reference task for {bench!r}")
+        start = time.perf_counter()
+        results = lm_eval.simple_evaluate(
+            model="hf",
+            model_args={"pretrained": model_dir, "dtype": "float32"},
+            tasks=names,
+            task_manager=TaskManager(include_path=str(root), include_defaults=False),
+            batch_size=batch_size,
+            log_samples=True,
+            device="cpu",
+        )
+        elapsed = time.perf_counter() - start
+    predictions: dict[str, int] = {}
+    for name in names:
+        for sample in results["samples"][name]:
+            scores = [resp[0] for resp in sample["filtered_resps"]]
+            predictions[sample["doc"]["id"]] = max(range(len(scores)), key=scores.__getitem__)
+    correct = sum(predictions[i["id"]] == i["gold"] for i in items)
+    return ReferenceResult(predictions, correct / len(items), len(items), elapsed)

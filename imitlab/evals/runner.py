@@ -1,0 +1,420 @@
+"""``imitlab eval``: run registered benchmarks on one model and write per-item records and summaries.
+
+Output directory layout (all JSON is UTF-8)::
+
+    manifest.json            config, model spec, backend, data files' sha256, versions, sandbox isolation
+    summary.json             {bench: summary} for every benchmark of this run
+    <bench>.items.jsonl      one record per scored item, appended as it is scored (resumable)
+    <bench>.summary.json     metrics with bootstrap 95% CIs, per-group scores, method counts, speed
+    <bench>.run.json         what the items file was made with; a rerun with the same values resumes it
+
+The runner knows the three task kinds (choice, generate, code) and nothing about any one benchmark.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import random
+import re
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from imitlab.config import data_dir as find_data_dir
+from imitlab.errors import ImitlabError
+from imitlab.evals import metrics, sandbox
+from imitlab.evals.task import Item, Task, check_files, get_task
+from imitlab.fileio import atomic_write_text, sha256_file
+from imitlab.stats import bootstrap_ci
+
+log = logging.getLogger(__name__)
+
+Backend = Any  # HFBackend | APIBackend (imported lazily: torch is slow to import)
+
+
+@dataclass
+class EvalConfig:
+    model: str  # a model spec (packaged name, hf:DIR, gguf:PATH, openai:NAME)
+    benches: list[str]
+    out: Path
+    data_dir: Path | None = None
+    limit: int | None = None  # score a fixed-seed sample of this many items per benchmark
+    seed: int = 1234
+    backend: str = "auto"  # auto: local weights -> "hf"; openai: -> "api". "api" also serves local GGUFs
+    base_url: str | None = None
+    batch_size: int = 16
+    concurrency: int = 4  # parallel requests to an API endpoint
+    api_mode: str = "chat"  # "chat" or "completions" for API endpoints
+    samples: int = 1  # code: samples per problem (pass@k for k <= samples)
+    temperature: float | None = None  # code sampling temperature; default 0 for one sample, 0.8 for more
+    max_tokens: int | None = None  # override the benchmark's token cap
+    sandbox_timeout_s: float = 10.0
+    chunk: int = 64  # items scored (and appended to disk) at a time
+    cache: Path | None = None
+    ks: tuple[int, ...] = (1, 10, 100)
+
+    def run_key(self, task: Task, data_hash: str) -> dict[str, Any]:
+        """What an items file depends on; a resumed run must match it exactly."""
+        return {
+            "bench": task.name, "model": self.model, "backend": self.backend, "api_mode": self.api_mode,
+            "limit": self.limit, "seed": self.seed, "samples": self.samples, "temperature": self.temperature,
+            "max_tokens": self.max_tokens, "data_sha256": data_hash,
+        }  # fmt: skip
+
+
+@dataclass
+class _Prepared:
+    item: Item
+    prefix: str
+    prompt: str  # prefix + the item's own prompt
+    shot_ids: list[str] = field(default_factory=list)
+
+
+# -- entry point ---------------------------------------------------------------------------------------
+def run_eval(
+    config: EvalConfig, progress: Callable[[str], None] | None = None, backend: Backend | None = None
+) -> dict[str, dict[str, Any]]:
+    """Score every benchmark in ``config.benches`` on ``config.model``; returns {bench: summary}.
+
+    ``backend`` reuses an open backend (a loaded model, a client) instead of opening one from the spec.
+    """
+    tasks = [get_task(name) for name in config.benches]  # unknown names fail before any model loads
+    data = find_data_dir(config.data_dir)
+    data_hashes = {t.name: _hash_files(check_files(t, data)) for t in tasks}
+    config.out.mkdir(parents=True, exist_ok=True)
+    summaries: dict[str, dict[str, Any]] = {}
+    with open_backend(config) if backend is None else contextlib.nullcontext(backend) as backend:
+        _write_manifest(config, tasks, data, data_hashes, backend)
+        for task in tasks:
+            summaries[task.name] = _run_task(task, backend, data, data_hashes[task.name], config, progress)
+            atomic_write_text(config.out / "summary.json", json.dumps(summaries, indent=2))
+    return summaries
+
+
+@contextlib.contextmanager
+def open_backend(config: EvalConfig) -> Iterator[Backend]:
+    from imitlab.models.spec import open_chat, parse_spec, resolve_hf
+
+    spec = parse_spec(config.model, base_url=config.base_url)
+    kind = config.backend
+    if kind == "auto":
+        kind = "api" if spec.kind == "openai" else "hf"
+    if kind == "hf":
+        from imitlab.evals.hf_backend import HFBackend
+
+        backend = HFBackend(resolve_hf(spec, config.cache), batch_size=config.batch_size)
+        backend.spec = str(spec)  # type: ignore[attr-defined]
+        yield backend
+    elif kind == "api":
+        from imitlab.evals.api_backend import APIBackend
+
+        # A local GGUF gets a llama.cpp server with one decoding slot per concurrent request.
+        server_kwargs = {"parallel": config.concurrency} if spec.kind != "openai" else {}
+        with open_chat(spec, cache=config.cache, **server_kwargs) as client:
+            backend = APIBackend(client, concurrency=config.concurrency, mode=config.api_mode)
+            backend.spec = str(spec)  # type: ignore[attr-defined]
+            yield backend
+    else:
+        raise ImitlabError(f"unknown backend {config.backend!r}; use auto, hf or api")
+
+
+# -- items ---------------------------------------------------------------------------------------------
+def select_items(items: list[Item], limit: int | None, seed: int) -> list[Item]:
+    """A fixed-seed sample (kept in file order), so two models scored with the same seed see the same items."""
+    if limit is None or limit >= len(items):
+        return items
+    if limit < 1:
+        raise ImitlabError(f"--limit must be at least 1, got {limit}")
+    keep = sorted(random.Random(seed).sample(range(len(items)), limit))
+    return [items[i] for i in keep]
+
+
+def prepare(task: Task, items: list[Item], data: Path) -> list[_Prepared]:
+    """Attach each item's few-shot prefix (first k of its pool, or of its group's pool) and full prompt."""
+    pools: dict[Any, list[Item]] = {}
+    if task.fewshot is not None:
+        pool = task.fewshot.load(data)
+        if task.fewshot.match:
+            for shot in pool:
+                pools.setdefault(shot[task.fewshot.match], []).append(shot)
+        else:
+            pools[None] = pool
+    prepared = []
+    for item in items:
+        shots: list[Item] = []
+        if task.fewshot is not None:
+            key = item[task.fewshot.match] if task.fewshot.match else None
+            shots = pools.get(key, [])[: task.fewshot.k]
+            if len(shots) < task.fewshot.k:
+                raise ImitlabError(
+                    f"{task.name}: only {len(shots)} few-shot examples for {key!r}, need {task.fewshot.k}"
+                )
+        prefix = task.prefix(item, shots)
+        prepared.append(_Prepared(item, prefix, prefix + task.template.format(**item), [s["id"] for s in shots]))
+    return prepared
+
+
+# -- one benchmark -------------------------------------------------------------------------------------
+def _run_task(
+    task: Task, backend: Backend, data: Path, data_hash: str, config: EvalConfig, progress: Callable[[str], None] | None
+) -> dict[str, Any]:
+    items = task.load(data)
+    selected = select_items(items, config.limit, config.seed)
+    prepared = prepare(task, selected, data)
+    if task.group:  # score a group's items together so its shared prefix is computed once per chunk
+        prepared.sort(key=lambda p: str(p.item[task.group]))
+    records_path = config.out / f"{task.name}.items.jsonl"
+    run_path = config.out / f"{task.name}.run.json"
+    key = config.run_key(task, data_hash)
+    done = _resume(records_path, run_path, key)
+    todo = [p for p in prepared if p.item["id"] not in done]
+    if done:
+        log.info("%s: resuming, %d of %d items already scored", task.name, len(prepared) - len(todo), len(prepared))
+    atomic_write_text(run_path, json.dumps(key, indent=2))
+    scorer = {"choice": _score_choice, "generate": _score_generate, "code": _score_code}[task.kind]
+    start = time.perf_counter()
+    with open(records_path, "a", encoding="utf-8") as out:
+        for begin in range(0, len(todo), config.chunk):
+            batch = todo[begin : begin + config.chunk]
+            for record in scorer(task, backend, batch, config):
+                done[record["id"]] = record
+                out.write(json.dumps(record, ensure_ascii=False) + "\n")
+            out.flush()
+            if progress:
+                progress(f"{task.name}: {len(done)}/{len(prepared)}")
+    elapsed = time.perf_counter() - start
+    records = [done[p.item["id"]] for p in prepared]
+    summary = summarize(task, records, config)
+    summary.update(
+        model=config.model, backend=getattr(backend, "name", "?"), n_available=len(items), limit=config.limit,
+        seed=config.seed, scored_this_run=len(todo), elapsed_s=round(elapsed, 3),
+        items_per_s=round(len(todo) / elapsed, 3) if todo and elapsed > 0 else None,
+        backend_stats=dict(getattr(backend, "stats", {})),
+    )  # fmt: skip
+    atomic_write_text(config.out / f"{task.name}.summary.json", json.dumps(summary, indent=2))
+    return summary
+
+
+def _resume(records_path: Path, run_path: Path, key: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    if not records_path.exists():
+        return {}
+    previous = json.loads(run_path.read_text()) if run_path.exists() else None
+    if previous != key:
+        log.info("%s was made with other settings; starting it over", records_path)
+        records_path.unlink()
+        return {}
+    done = {}
+    with open(records_path, encoding="utf-8") as f:
+        for line in f:
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                break  # a line cut off by a crash: everything before it is complete
+            done[record["id"]] = record
+    # Rewrite without any torn tail so appends start on a clean line.
+    atomic_write_text(records_path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in done.values()))
+    return done
+
+
+# -- scorers: each returns one record per prepared item ------------------------------------------------
+def _score_choice(task: Task, backend: Backend, batch: list[_Prepared], config: EvalConfig) -> list[dict[str, Any]]:
+    records = []
+    if backend.name == "hf":
+        from imitlab.evals.hf_backend import LLRequest
+
+        requests = [
+            LLRequest(p.prompt, task.target_delimiter + choice, prefix_key=p.prefix)
+            for p in batch
+            for choice in p.item["choices"]
+        ]
+        results = iter(backend.loglikelihood(requests))
+        for p in batch:
+            choices = p.item["choices"]
+            lls = [next(results).logprob for _ in choices]
+            pred = int(np.argmax(lls))
+            norm = [ll / max(1, len(c)) for ll, c in zip(lls, choices, strict=True)]
+            record = _record(task, p, output=choices[pred], method="loglikelihood")
+            record.update(
+                choices=choices, gold=p.item["gold"], pred=pred, logprobs=[round(x, 6) for x in lls],
+                acc=float(pred == p.item["gold"]),
+            )  # fmt: skip
+            if not task.letters:
+                record["acc_norm"] = float(int(np.argmax(norm)) == p.item["gold"])
+            records.append(record)
+        return records
+    # An API model answers by letter: letter tasks as they are, others with their options lettered.
+    letters = [[chr(ord("A") + i) for i in range(len(p.item["choices"]))] for p in batch]
+    prompts = [p.prompt if task.letters else _lettered(p, ls) for p, ls in zip(batch, letters, strict=True)]
+    answers = backend.choose_letters(prompts, letters)
+    for p, ls, prompt, answer in zip(batch, letters, prompts, answers, strict=True):
+        record = _record(task, p, output=answer.text, method=answer.method)
+        record.update(
+            prompt=prompt, choices=p.item["choices"], letters=ls, gold=p.item["gold"], pred=answer.pred,
+            letter_logprobs=answer.letter_logprobs, acc=float(answer.pred == p.item["gold"]),
+        )  # fmt: skip
+        records.append(record)
+    return records
+
+
+def _lettered(p: _Prepared, letters: list[str]) -> str:
+    options = "\n".join(f"{letter}. {choice}" for letter, choice in zip(letters, p.item["choices"], strict=True))
+    return f"{p.prefix}Question: {p.item['question']}\n{options}\nAnswer:"
+
+
+def _score_generate(task: Task, backend: Backend, batch: list[_Prepared], config: EvalConfig) -> list[dict[str, Any]]:
+    max_tokens = config.max_tokens or task.max_tokens
+    outputs = _generate(backend, batch, task.stop, max_tokens, n=1, temperature=0.0)
+    records = []
+    for p, outs in zip(batch, outputs, strict=True):
+        text = outs[0].strip()  # lm-eval's remove_whitespace filter
+        answers = p.item["answers"]
+        record = _record(task, p, output=text, method="generate")
+        record.update(
+            gold=answers, em=metrics.exact_match(text, answers), contains=metrics.contains_answer(text, answers),
+            f1=round(metrics.token_f1(text, answers), 6),
+        )  # fmt: skip
+        records.append(record)
+    return records
+
+
+def _score_code(task: Task, backend: Backend, batch: list[_Prepared], config: EvalConfig) -> list[dict[str, Any]]:
+    n = config.samples
+    temperature = config.temperature if config.temperature is not None else (0.0 if n == 1 else 0.8)
+    max_tokens = config.max_tokens or task.max_tokens
+    chat = backend.name == "api" and backend.mode == "chat"
+    outputs = _generate(backend, batch, () if chat else task.stop, max_tokens, n=n, temperature=temperature)
+    programs = []
+    for p, outs in zip(batch, outputs, strict=True):
+        for text in outs:
+            completion = extract_code(text, p.item) if chat else text
+            programs.append(sandbox.humaneval_program(p.item, completion))
+    limits = sandbox.Limits(timeout_s=config.sandbox_timeout_s)
+    results = iter(sandbox.run_many(programs, limits))
+    records = []
+    for p, outs in zip(batch, outputs, strict=True):
+        runs = [next(results) for _ in outs]
+        passed = sum(r.passed for r in runs)
+        record = _record(task, p, output=outs[0], method="generate")
+        record.update(
+            outputs=outs if n > 1 else None, statuses=[r.status for r in runs],
+            errors=[_last_line(r.stderr_tail) for r in runs], n=n, passed=passed,
+            **{f"pass@{k}": metrics.pass_at_k(n, passed, k) for k in (1, *config.ks) if k <= n},
+        )  # fmt: skip
+        records.append(record)
+    return records
+
+
+def _generate(
+    backend: Backend, batch: list[_Prepared], stop: tuple[str, ...], max_tokens: int, n: int, temperature: float
+) -> list[list[str]]:
+    if backend.name == "hf":
+        from imitlab.evals.hf_backend import GenRequest
+
+        requests = [GenRequest(p.prompt, prefix_key=p.prefix) for p in batch]
+        return backend.generate(requests, stop=stop, max_tokens=max_tokens, n=n, temperature=temperature)
+    return backend.generate([p.prompt for p in batch], stop=stop, max_tokens=max_tokens, n=n, temperature=temperature)
+
+
+_FENCE = re.compile(r"```[a-zA-Z0-9_+-]*\n(.*?)(?:```|\Z)", re.DOTALL)
+
+
+def extract_code(text: str, problem: Item) -> str:
+    """Turn a chat model's answer into a completion of the HumanEval prompt.
+
+    A fenced block is taken if there is one. If it defines the entry point, the whole block replaces the
+    function (the prompt's imports are kept: the block follows the prompt and redefines the function);
+    otherwise it is treated as the function body, like a plain completion.
+    """
+    match = _FENCE.search(text)
+    code = match.group(1) if match else text
+    if re.search(rf"^\s*def\s+{re.escape(problem['entry_point'])}\s*\(", code, re.MULTILINE):
+        return "\n    pass\n\n" + code  # close the prompt's open function, then redefine it
+    return code
+
+
+def _record(task: Task, p: _Prepared, *, output: str, method: str) -> dict[str, Any]:
+    return {
+        "id": p.item["id"], "group": p.item.get(task.group) if task.group else None, "prompt": p.prompt,
+        "fewshot_ids": p.shot_ids, "output": output, "method": method,
+    }  # fmt: skip
+
+
+def _last_line(text: str) -> str:
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[-1][:300] if lines else ""
+
+
+# -- summaries -----------------------------------------------------------------------------------------
+_METRICS = {"choice": ("acc", "acc_norm"), "generate": ("em", "contains", "f1"), "code": ("pass@1",)}
+
+
+def summarize(task: Task, records: list[dict[str, Any]], config: EvalConfig) -> dict[str, Any]:
+    """Metric means with bootstrap 95% CIs (seeded), per-group scores and a macro average, method counts."""
+    summary: dict[str, Any] = {"bench": task.name, "kind": task.kind, "n": len(records), "metrics": {}}
+    names = list(_METRICS[task.kind])
+    if task.kind == "code":
+        names += [f"pass@{k}" for k in config.ks if 1 < k <= config.samples]
+    for name in names:
+        values = [r[name] for r in records if r.get(name) is not None]
+        if values or not records:
+            summary["metrics"][name] = bootstrap_ci(values, seed=config.seed).as_dict()
+    if task.group and records:
+        groups: dict[str, list[float]] = defaultdict(list)
+        for r in records:
+            groups[r["group"]].append(r["acc"])
+        summary["groups"] = {g: {"acc": float(np.mean(v)), "n": len(v)} for g, v in sorted(groups.items())}
+        labels = sorted(groups)
+        table = np.array([[r["acc"], labels.index(r["group"])] for r in records])
+        summary["metrics"]["acc_macro"] = bootstrap_ci(table, _macro, seed=config.seed).as_dict()
+    summary["methods"] = dict(Counter(r["method"] for r in records))
+    if task.kind == "code":
+        summary["statuses"] = dict(Counter(s for r in records for s in r["statuses"]))
+        summary["sandbox"] = {k: v for k, v in sandbox.isolation().items() if k != "prefix"}
+    return summary
+
+
+def _macro(table: np.ndarray) -> float:
+    """Mean over groups of the group mean (column 0 = score, column 1 = group index)."""
+    return float(np.mean([table[table[:, 1] == g, 0].mean() for g in np.unique(table[:, 1])]))
+
+
+# -- manifest ------------------------------------------------------------------------------------------
+def _hash_files(paths: list[Path]) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path in paths:
+        for f in sorted(path.rglob("*")) if path.is_dir() else [path]:
+            if f.is_file():
+                digest.update(f"{f.name}:{sha256_file(f)}\n".encode())
+    return digest.hexdigest()
+
+
+def _write_manifest(
+    config: EvalConfig, tasks: list[Task], data: Path, data_hashes: dict[str, str], backend: Backend
+) -> None:
+    import importlib.metadata as md
+    import platform
+
+    versions = {}
+    for package in ("imitlab", "torch", "transformers", "openai"):
+        with contextlib.suppress(md.PackageNotFoundError):
+            versions[package] = md.version(package)
+    config_dict = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items()}
+    manifest = {
+        "config": config_dict, "backend": getattr(backend, "name", "?"), "model_spec": getattr(backend, "spec", None),
+        "data_dir": str(data), "data_sha256": data_hashes, "benches": {t.name: t.about for t in tasks},
+        "versions": versions, "python": platform.python_version(),
+        "sandbox": {k: v for k, v in sandbox.isolation().items() if k != "prefix"}
+        if any(t.kind == "code" for t in tasks)
+        else None,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }  # fmt: skip
+    atomic_write_text(config.out / "manifest.json", json.dumps(manifest, indent=2))

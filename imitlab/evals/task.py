@@ -1,0 +1,111 @@
+"""Benchmark declarations and the registry.
+
+A benchmark is data plus a small declaration, the way lm-evaluation-harness declares tasks: where its items
+come from (a loader over the data directory), how one item becomes a prompt (``str.format`` templates over
+the item's fields), where its few-shot examples come from and how many, and how it is scored. The runner
+reads only these fields, so a new benchmark is a new module in ``imitlab/evals/tasks/`` that calls
+:func:`register`; nothing else changes.
+
+Items are plain dicts with an ``"id"`` plus what their kind needs:
+
+* ``choice``: ``choices`` (the continuations to score, without the delimiter) and ``gold`` (an index);
+  ``letters`` tasks score answer letters (``choices`` = ``["A", "B", ...]``) and also carry ``options``.
+* ``generate``: ``answers`` (every accepted gold answer).
+* ``code``: ``prompt``, ``test``, ``entry_point`` (HumanEval's layout).
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from imitlab.errors import ImitlabError
+
+Item = dict[str, Any]
+Kind = Literal["choice", "generate", "code"]
+
+
+@dataclass(frozen=True)
+class FewShot:
+    """Where a task's k-shot examples come from: never its test items, and the same for every run."""
+
+    k: int
+    load: Callable[[Path], list[Item]]  # the pool of solved examples
+    match: str | None = None  # an item's shots share this field's value with it (MMLU: the subject)
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    kind: Kind
+    files: tuple[str, ...]  # relative to the data dir: checked up front, hashed into the manifest
+    load: Callable[[Path], list[Item]]
+    template: str  # one item's prompt, ``str.format(**item)``
+    target: str = ""  # a solved shot's answer text, ``str.format(**item)``
+    description: str = ""  # text before the shots, ``str.format(**item)``
+    fewshot: FewShot | None = None
+    target_delimiter: str = " "
+    fewshot_delimiter: str = "\n\n"
+    stop: tuple[str, ...] = ("\n",)
+    max_tokens: int = 32
+    group: str | None = None  # report per-value scores of this field (MMLU: subject)
+    letters: bool = False  # choices are answer letters, so an API model can answer by letter
+    about: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def shot_text(self, shot: Item) -> str:
+        return self.template.format(**shot) + self.target_delimiter + self.target.format(**shot)
+
+    def prefix(self, item: Item, shots: list[Item]) -> str:
+        """Description plus the solved shots: the part every item with the same shots shares."""
+        text = self.description.format(**item)
+        return text + "".join(self.shot_text(s) + self.fewshot_delimiter for s in shots)
+
+
+_REGISTRY: dict[str, Task] = {}
+_LOADED = False
+
+
+def register(task: Task) -> Task:
+    if task.name in _REGISTRY:
+        raise ValueError(f"benchmark {task.name!r} is registered twice")
+    _REGISTRY[task.name] = task
+    return task
+
+
+def _load_builtin() -> None:
+    global _LOADED
+    if not _LOADED:
+        from imitlab.evals import tasks
+
+        for module in pkgutil.iter_modules(tasks.__path__):
+            importlib.import_module(f"{tasks.__name__}.{module.name}")
+        _LOADED = True
+
+
+def known_tasks() -> list[str]:
+    _load_builtin()
+    return sorted(_REGISTRY)
+
+
+def get_task(name: str) -> Task:
+    _load_builtin()
+    if name not in _REGISTRY:
+        raise ImitlabError(f"unknown benchmark {name!r}; known benchmarks: {', '.join(known_tasks())}")
+    return _REGISTRY[name]
+
+
+def check_files(task: Task, data_dir: Path) -> list[Path]:
+    """The task's data files, or an error saying which is missing under which data directory."""
+    paths = [data_dir / f for f in task.files]
+    missing = [str(p) for p in paths if not p.exists()]
+    if missing:
+        raise ImitlabError(
+            f"{task.name}: data not found: {', '.join(missing)} (data directory {data_dir}). "
+            "Pass --data-dir DIR or set $IMITLAB_DATA=DIR to a directory laid out like shared/data."
+        )
+    return paths

@@ -1,0 +1,1 @@
+"""Built-in benchmark declarations: every module here registers its tasks on import."""

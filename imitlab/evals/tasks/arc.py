@@ -1,0 +1,36 @@
+"""AI2 ARC Easy / Challenge: 0-shot multiple choice by log-likelihood of each answer text (lm-eval's format)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from imitlab.errors import ImitlabError
+from imitlab.evals.data import read_jsonl
+from imitlab.evals.task import Item, Task, register
+
+
+def _loader(rel: str):
+    def load(data_dir: Path) -> list[Item]:
+        path = data_dir / rel
+        items = []
+        for lineno, rec in read_jsonl(path, {"query": str, "choices": list, "gold": int}):
+            if not 0 <= rec["gold"] < len(rec["choices"]):
+                raise ImitlabError(f"{path}:{lineno}: field 'gold' = {rec['gold']} is not a choice index")
+            question = rec["query"].removeprefix("Question:").strip()
+            items.append({"id": str(lineno), "question": question, "choices": rec["choices"], "gold": rec["gold"]})
+        return items
+
+    return load
+
+
+for _name, _file in (("arc_easy", "arc/arc_easy_test.jsonl"), ("arc_challenge", "arc/arc_challenge_test.jsonl")):
+    register(
+        Task(
+            name=_name,
+            kind="choice",
+            files=(_file,),
+            load=_loader(_file),
+            template="Question: {question}\nAnswer:",
+            about="0-shot, acc (and acc_norm: log-likelihood per byte) over the answer texts",
+        )
+    )

@@ -1,0 +1,29 @@
+"""HumanEval: 0-shot function completion, run against its unit tests in the sandbox; pass@1 and pass@k."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from imitlab.evals.data import read_jsonl
+from imitlab.evals.task import Item, Task, register
+
+_FILE = "humaneval/HumanEval.jsonl.gz"
+
+
+def _load(data_dir: Path) -> list[Item]:
+    fields = {"task_id": str, "prompt": str, "canonical_solution": str, "test": str, "entry_point": str}
+    return [{"id": rec["task_id"], **rec} for _, rec in read_jsonl(data_dir / _FILE, fields)]
+
+
+register(
+    Task(
+        name="humaneval",
+        kind="code",
+        files=(_FILE,),
+        load=_load,
+        template="{prompt}",
+        stop=("\nclass", "\ndef", "\n#", "\nif", "\nprint"),  # the Codex paper's stops, as lm-eval uses
+        max_tokens=384,
+        about="164 problems, 0-shot completion of the prompt, greedy pass@1 (unbiased pass@k with --samples)",
+    )
+)
