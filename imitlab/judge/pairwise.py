@@ -196,6 +196,7 @@ def open_judge(
     parallel: int = 4,
     cache: Path | None = None,
     base_url: str | None = None,
+    timeout: float = 600.0,
 ) -> Iterator[JudgeFn]:
     """A judge callable: ``judge_fn`` as given, else the ``judge`` model spec opened with ``open_chat``."""
     if judge_fn is not None:
@@ -207,6 +208,7 @@ def open_judge(
 
     spec = parse_spec(judge, base_url=base_url)
     with open_chat(spec, cache=cache, parallel=parallel) as client:
+        client.timeout = timeout  # read when the client first connects
 
         async def call(messages: list[dict[str, str]]) -> str:
             result = await client.achat(messages, max_tokens=max_tokens, temperature=temperature)

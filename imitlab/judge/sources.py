@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import openai
+
 from imitlab.config import data_dir
 from imitlab.errors import ImitlabError
 
@@ -248,6 +250,7 @@ class GenerationParams:
     temperature: float = 0.0
     seed: int | None = None
     parallel: int = 4
+    timeout: float = 600.0  # per request: a loaded CPU decoding several slots can take minutes
 
 
 def generate_answers(
@@ -275,7 +278,15 @@ def generate_answers(
     spec = parse_spec(spec_text, base_url=base_url)
     log.info("generating %d answers with %s", len(todo), spec)
     with open_chat(spec, cache=cache, parallel=params.parallel) as client:
-        asyncio.run(_generate(client, spec.name, todo, out, params))
+        client.timeout = params.timeout  # read when the client first connects
+        try:
+            asyncio.run(_generate(client, spec.name, todo, out, params))
+        except openai.OpenAIError as exc:
+            finished = sum(1 for _ in read_records(out)) if out.is_file() else 0
+            raise ImitlabError(
+                f"generating answers with {spec} failed ({type(exc).__name__}: {exc}); {finished} of {len(prompts)} "
+                f"answers are saved in {out}, and a rerun continues from there"
+            ) from exc
     return out
 
 
