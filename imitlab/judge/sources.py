@@ -17,8 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import openai
-
 from imitlab.config import data_dir
 from imitlab.errors import ImitlabError
 
@@ -267,6 +265,8 @@ def generate_answers(
     Append-only and resumable: prompts already answered in ``out`` are skipped, so an interrupted run
     continues where it stopped.
     """
+    import openai  # imported here: it is slow to import, and the CLI must start fast
+
     from imitlab.models.spec import open_chat, parse_spec
 
     out = Path(out)
