@@ -215,12 +215,39 @@ def eval_(
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option(help="Where the demo writes its results.")] = Path("runs/demo"),
+    data_dir: Annotated[Optional[Path], typer.Option("--data-dir", help="Data root (default $IMITLAB_DATA).")] = None,
     cache: CacheOpt = None,
 ) -> None:
-    """The offline study on packaged models (runs the stages that exist so far)."""
+    """The paper's study in miniature, offline: collect, train, evaluate, judge, report."""
     from imitlab.study.demo import DemoConfig, run_demo
 
-    run_demo(DemoConfig(out=out, cache=cache), console=console)
+    run_demo(DemoConfig(out=out, cache=cache, data_dir=data_dir), console=console)
+
+
+@app.command()
+def sweep(
+    config: Annotated[Path, typer.Argument(help="Sweep config (YAML); see docs/study.md.")],
+    out: Annotated[Optional[Path], typer.Option(help="Run directory (default runs/<name>).")] = None,
+) -> None:
+    """Run the grid (budgets x base models x broad/local data); every stage is cached and resumable."""
+    from imitlab.study.sweep import sweep as run
+
+    results = run(config, out, console)
+    console.print(
+        f"results: {len(results['models'])} models; stages run {len(results['run']['stages_run'])}, "
+        f"reused {len(results['run']['stages_reused'])}"
+    )
+
+
+@app.command()
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="Run directory holding results.json (from sweep or demo).")],
+) -> None:
+    """The imitation-gap report: RUN_DIR/report.html (one self-contained page) and report.json."""
+    from imitlab.study.report import write_report
+
+    html, numbers = write_report(run_dir)
+    console.print(f"report: {html}\nnumbers: {numbers}\nmain plot: {run_dir / 'report_main.png'}", soft_wrap=True)
 
 
 def run() -> None:

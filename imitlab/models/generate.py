@@ -1,0 +1,55 @@
+"""Answer chat prompts with a local transformers model (greedy, batched, left-padded).
+
+Used where a model has weights but no server: trained students in a sweep, for the judge and the style
+metrics. Writes the answers-file format the judge reads: one ``{"id", "prompt", "answer", "model"}`` per line.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from imitlab.fileio import atomic_write_text
+
+
+def generate_answers_local(
+    model_dir: str,
+    prompts: list[tuple[str, str]],
+    out: str | Path,
+    *,
+    model_name: str,
+    max_new_tokens: int = 256,
+    batch_size: int = 8,
+) -> Path:
+    """Answer ``(id, prompt)`` pairs with the model in ``model_dir``; write them to ``out`` (atomically)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from imitlab.models.tokenizer import ensure_chat_template
+
+    out = Path(out)
+    if out.is_file():
+        return out
+    from transformers import AutoTokenizer
+
+    tokenizer = ensure_chat_template(AutoTokenizer.from_pretrained(model_dir))
+    tokenizer.padding_side = "left"
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    rows: list[dict[str, Any]] = []
+    for start in range(0, len(prompts), batch_size):
+        batch = prompts[start : start + batch_size]
+        texts = [
+            tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True)
+            for _, p in batch
+        ]
+        enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+        with torch.no_grad():
+            generated = model.generate(
+                **enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id
+            )
+        for (pid, prompt), seq in zip(batch, generated[:, enc["input_ids"].shape[1] :], strict=True):
+            answer = tokenizer.decode(seq, skip_special_tokens=True).strip()
+            rows.append({"id": pid, "prompt": prompt, "answer": answer, "model": model_name})
+    atomic_write_text(out, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    return out

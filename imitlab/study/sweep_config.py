@@ -1,0 +1,156 @@
+"""The sweep's configuration: a YAML file, checked completely before any work starts.
+
+Every section is a dataclass; an unknown key anywhere is an error naming the key and where it was, and
+every model name is parsed as a model spec up front (an unknown one lists the known names).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from imitlab.errors import ImitlabError
+
+T = TypeVar("T")
+
+
+@dataclass
+class BroadData:
+    """General-purpose imitation prompts (the paper's ShareGPT-Mix role), answered by the teacher."""
+
+    prompts: list[str] = field(default_factory=list)  # files in any importable format; ${IMITLAB_DATA} expands
+    limit: int = 60  # prompts taken (fixed order after import)
+    max_tokens: int = 160  # teacher answer cap
+
+
+@dataclass
+class LocalData:
+    """Task-specific imitation (the paper's NQ-synthetic): QA pairs the teacher writes from seed examples."""
+
+    seeds: str = "${IMITLAB_DATA}/nq_open/NQ-open.dev.jsonl"
+    n_pairs: int = 80
+    k: int = 5
+    n_seed: int = 10
+
+
+@dataclass
+class TrainSection:
+    block_size: int = 256
+    batch_size: int = 4
+    learning_rate: float = 1e-4
+    warmup_steps: float = 0.0
+    scheduler: str = "constant"
+    epochs: float = 1.0
+    lora: bool = False
+
+
+@dataclass
+class EvalSection:
+    benches: list[str] = field(default_factory=lambda: ["nq_open", "humaneval"])
+    limit: int | None = 40
+    batch_size: int = 8
+
+
+@dataclass
+class JudgeSection:
+    judge: str | None = None  # default: the teacher
+    prompts: str = "koala"
+    limit: int = 8
+    max_tokens: int = 192  # answer cap for the compared models
+    style: bool = True  # style metrics vs the teacher on the same prompts
+
+
+@dataclass
+class SweepConfig:
+    name: str
+    teacher: str
+    bases: list[str]
+    budgets: list[int]
+    data_kinds: list[str] = field(default_factory=lambda: ["broad", "local"])
+    broad: BroadData = field(default_factory=BroadData)
+    local: LocalData = field(default_factory=LocalData)
+    train: TrainSection = field(default_factory=TrainSection)
+    eval: EvalSection = field(default_factory=EvalSection)
+    judge: JudgeSection = field(default_factory=JudgeSection)
+    teacher_concurrency: int = 4
+    seed: int = 0
+    data_dir: str | None = None
+    cache: str | None = None
+
+
+_SECTIONS = {"broad": BroadData, "local": LocalData, "train": TrainSection, "eval": EvalSection, "judge": JudgeSection}
+
+
+def _build(cls: type[T], raw: Any, where: str) -> T:
+    if not isinstance(raw, dict):
+        raise ImitlabError(f"{where}: expected a mapping, got {type(raw).__name__}")
+    known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+    for key in raw:
+        if key not in known:
+            raise ImitlabError(f"{where}: unknown key {key!r}; known keys: {', '.join(sorted(known))}")
+    return cls(**raw)
+
+
+def expand(path: str, data_dir: str | None) -> str:
+    """Expand ${IMITLAB_DATA} (from the config's data_dir or the environment) and ~ in a path."""
+    if "${IMITLAB_DATA}" in path:
+        from imitlab.config import data_dir as find_data_dir
+
+        path = path.replace("${IMITLAB_DATA}", str(find_data_dir(data_dir)))
+    return os.path.expanduser(path)
+
+
+def load_sweep_config(source: str | Path | dict[str, Any]) -> SweepConfig:
+    """Parse and check a sweep config (a YAML path or an already-loaded mapping)."""
+    where = str(source) if not isinstance(source, dict) else "sweep config"
+    if isinstance(source, dict):
+        raw = dict(source)
+    else:
+        try:
+            raw = yaml.safe_load(Path(source).read_text())
+        except FileNotFoundError:
+            raise ImitlabError(f"sweep config not found: {source}") from None
+        except yaml.YAMLError as exc:
+            raise ImitlabError(f"{source}: not valid YAML ({exc})") from None
+    if not isinstance(raw, dict):
+        raise ImitlabError(f"{where}: expected a mapping at the top level")
+    for name, cls in _SECTIONS.items():
+        if name in raw:
+            raw[name] = _build(cls, raw[name] or {}, f"{where}: {name}")
+    missing = [k for k in ("name", "teacher", "bases", "budgets") if k not in raw]
+    if missing:
+        raise ImitlabError(f"{where}: missing required key(s) {', '.join(missing)}")
+    config = _build(SweepConfig, raw, where)
+    check(config, where)
+    return config
+
+
+def check(config: SweepConfig, where: str) -> None:
+    from imitlab.evals import get_task
+    from imitlab.models.spec import parse_spec
+
+    for label, spec in [("teacher", config.teacher), *[("bases", b) for b in config.bases]]:
+        try:
+            parse_spec(spec)
+        except ImitlabError as exc:
+            raise ImitlabError(f"{where}: {label}: {exc}") from None
+    if config.judge.judge:
+        parse_spec(config.judge.judge)
+    if not config.bases:
+        raise ImitlabError(f"{where}: bases: name at least one base model")
+    if not config.budgets or any(not isinstance(b, int) or b <= 0 for b in config.budgets):
+        raise ImitlabError(f"{where}: budgets: give positive token counts, e.g. [4000, 8000]")
+    for kind in config.data_kinds:
+        if kind not in ("broad", "local"):
+            raise ImitlabError(f"{where}: data_kinds: unknown kind {kind!r}; known: broad, local")
+    if "broad" in config.data_kinds and not config.broad.prompts:
+        raise ImitlabError(f"{where}: broad.prompts: name at least one prompt file")
+    for bench in config.eval.benches:
+        try:
+            get_task(bench)
+        except ImitlabError as exc:
+            raise ImitlabError(f"{where}: eval.benches: {exc}") from None

@@ -1,0 +1,130 @@
+"""Sweep configuration checks and the stage cache (kill and resume), with the real config loader."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from imitlab.errors import ImitlabError
+from imitlab.study.demo import demo_config_text
+from imitlab.study.stages import StageCache
+from imitlab.study.sweep_config import load_sweep_config
+
+BASE = {"name": "t", "teacher": "smollm2-135m-instruct", "bases": ["smollm2-135m-instruct"], "budgets": [100],
+        "broad": {"prompts": ["p.json"]}}  # fmt: skip
+
+
+def test_demo_config_is_valid(monkeypatch: pytest.MonkeyPatch) -> None:
+    import yaml
+
+    config = load_sweep_config(yaml.safe_load(demo_config_text()))
+    assert config.teacher == "qwen2.5-coder-0.5b-instruct" and config.bases == ["smollm2-135m-instruct"]
+
+
+@pytest.mark.parametrize(
+    ("patch", "message"),
+    [
+        ({"learning_rate": 1}, "unknown key 'learning_rate'"),
+        ({"train": {"lr": 1}}, "train: unknown key 'lr'"),
+        ({"bases": ["smollm3-1b"]}, "bases: unknown packaged model 'smollm3-1b'"),
+        ({"teacher": "gpt-5"}, "teacher: unknown packaged model"),
+        ({"eval": {"benches": ["nq"]}}, "unknown benchmark 'nq'"),
+        ({"data_kinds": ["wide"]}, "unknown kind 'wide'"),
+        ({"budgets": [0]}, "budgets"),
+    ],
+)
+def test_bad_config_fails_before_any_work_naming_the_key(patch: dict, message: str) -> None:
+    with pytest.raises(ImitlabError, match=message):
+        load_sweep_config({**BASE, **patch})
+
+
+def test_missing_keys_and_bad_yaml(tmp_path: Path) -> None:
+    with pytest.raises(ImitlabError, match="missing required key"):
+        load_sweep_config({"name": "x"})
+    bad = tmp_path / "s.yaml"
+    bad.write_text("name: [unclosed")
+    with pytest.raises(ImitlabError, match=r"s\.yaml: not valid YAML"):
+        load_sweep_config(bad)
+
+
+def test_cli_rejects_unknown_key_without_starting_anything(tmp_path: Path) -> None:
+    config = tmp_path / "sweep.yaml"
+    config.write_text(
+        textwrap.dedent("""
+        name: x
+        teacher: smollm2-135m-instruct
+        bases: [smollm2-135m-instruct]
+        budgets: [100]
+        broad: {prompts: [a.json], limt: 3}
+    """)
+    )
+    done = subprocess.run([sys.executable, "-m", "imitlab", "sweep", str(config), "--out", str(tmp_path / "run")],
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 2 and "unknown key 'limt'" in done.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_stage_cache_reuses_done_stages_and_reruns_interrupted_ones(tmp_path: Path) -> None:
+    calls: list[str] = []
+
+    def work(name: str, fail: bool = False):  # type: ignore[no-untyped-def]
+        def fn(d: Path) -> None:
+            calls.append(name)
+            (d / "out.txt").write_text(name)
+            if fail:
+                raise KeyboardInterrupt  # killed mid-stage
+
+        return fn
+
+    cache = StageCache(tmp_path)
+    a = cache.run("a", {"x": 1}, work("a"))
+    with pytest.raises(KeyboardInterrupt):
+        cache.run("b", {"up": a.name}, work("b", fail=True))
+    # Restart: a is reused, b (no DONE marker) runs again, c is new.
+    cache = StageCache(tmp_path)
+    cache.run("a", {"x": 1}, work("a"))
+    b = cache.run("b", {"up": a.name}, work("b"))
+    cache.run("c", {"up": b.name}, work("c"))
+    assert calls == ["a", "b", "b", "c"]
+    assert cache.reused == [a.name] and cache.ran == [b.name, cache.path("c", {"up": b.name}).name]
+    # A changed parameter is a different stage; the old one stays cached.
+    assert cache.path("a", {"x": 2}) != a
+
+
+def _stage_script(tmp_path: Path) -> Path:
+    script = tmp_path / "stages.py"
+    script.write_text(
+        textwrap.dedent(f"""
+        import sys, time
+        from pathlib import Path
+        from imitlab.study.stages import StageCache
+        cache = StageCache(Path({str(tmp_path / "run")!r}))
+        for i in range(4):
+            def fn(d, i=i):
+                with open({str(tmp_path / "log.txt")!r}, 'a') as f:
+                    f.write(f'{{i}}\\n')
+                time.sleep(float(sys.argv[1]) if i == 2 else 0)
+            cache.run('cell', {{'i': i}}, fn)
+    """)
+    )
+    return script
+
+
+def test_killed_sweep_redoes_only_unfinished_stages(tmp_path: Path) -> None:
+    script = _stage_script(tmp_path)
+    proc = subprocess.Popen([sys.executable, str(script), "30"])
+    log = tmp_path / "log.txt"
+    for _ in range(600):
+        if log.is_file() and log.read_text().splitlines()[-1:] == ["2"]:
+            break
+        subprocess.run(["sleep", "0.1"])
+    os.kill(proc.pid, signal.SIGKILL)  # killed inside stage 2
+    proc.wait()
+    subprocess.run([sys.executable, str(script), "0"], check=True)
+    assert log.read_text().split() == ["0", "1", "2", "2", "3"]
