@@ -3,6 +3,9 @@
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
+# Real data (benchmarks, prompts) lives outside the repo; the work machines keep it in ../shared/data.
+IMITLAB_DATA ?= $(abspath ../shared/data)
+export IMITLAB_DATA
 
 .PHONY: setup demo test lint llama-server browser
 
