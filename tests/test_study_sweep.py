@@ -128,3 +128,12 @@ def test_killed_sweep_redoes_only_unfinished_stages(tmp_path: Path) -> None:
     proc.wait()
     subprocess.run([sys.executable, str(script), "0"], check=True)
     assert log.read_text().split() == ["0", "1", "2", "2", "3"]
+
+
+def test_gpu_config_is_valid(monkeypatch: pytest.MonkeyPatch) -> None:
+    from importlib import resources
+
+    monkeypatch.setenv("IMITLAB_BASE_URL", "http://127.0.0.1:8000/v1")
+    path = resources.files("imitlab.study").joinpath("configs/gpu.yaml")
+    config = load_sweep_config(Path(str(path)))
+    assert config.teacher.startswith("openai:") and config.train.processes == 8

@@ -13,9 +13,11 @@ from typing import Any
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from matplotlib.ticker import EngFormatter, PercentFormatter
+from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter, PercentFormatter
 
 KIND_STYLE = {"broad": {"color": "#1f77b4", "marker": "o"}, "local": {"color": "#ff7f0e", "marker": "s"}}
+# Broad and local points at the same x are nudged apart (x is on a log axis, so by a factor) to keep both visible.
+DODGE = {"broad": 0.96, "local": 1.04}
 TEACHER = "#d62728"
 BASE = "#555555"
 
@@ -36,7 +38,7 @@ def render_plots(report: dict[str, Any], *, dpi: int = 110) -> dict[str, bytes]:
 def _png(fig: Figure, dpi: int) -> bytes:
     FigureCanvasAgg(fig)
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    fig.savefig(buf, format="png", dpi=dpi)  # constrained layout already fits; "tight" would draw twice
     return buf.getvalue()
 
 
@@ -62,21 +64,42 @@ def _hline(ax: Axes, est: dict[str, Any] | None, label: str, color: str, style: 
         ax.axhspan(est["low"], est["high"], color=color, alpha=0.08, linewidth=0)
 
 
-def _fmt(v: float | None) -> str:
-    return "not run" if v is None else f"{v:.2f}"
-
-
 def _grid(n_rows: int, n_cols: int, w: float = 4.4, h: float = 3.1) -> tuple[Figure, list[list[Axes]]]:
     fig = Figure(figsize=(w * n_cols, h * n_rows + 0.5), layout="constrained")
     axes = fig.subplots(n_rows, n_cols, squeeze=False)
     return fig, [list(row) for row in axes]
 
 
-def _token_axis(ax: Axes) -> None:
+def _short(v: float) -> str:
+    for div, unit in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(v) >= div:
+            return f"{v / div:.3g}{unit}"
+    return f"{v:.3g}"
+
+
+def _log_x(ax: Axes, ticks: list[float], label: str) -> None:
+    """Log x with ticks at the values that were run (a budget sweep has a handful), not decade labels."""
     ax.set_xscale("log")
-    ax.xaxis.set_major_formatter(EngFormatter(sep=""))
-    ax.set_xlabel("imitation tokens")
+    ticks = sorted({t for t in ticks if t})
+    if ticks:
+        ax.xaxis.set_major_locator(FixedLocator(ticks))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: _short(v)))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_xlim(ticks[0] / 1.5, ticks[-1] * 1.5)
+    ax.set_xlabel(label)
     ax.grid(True, alpha=0.25)
+
+
+def _legend(fig: Figure, axes: list[list[Axes]]) -> None:
+    """One legend for the whole figure, below the panels, so it never covers a point."""
+    seen: dict[str, Any] = {}
+    for row in axes:
+        for ax in row:
+            for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+                seen.setdefault(label, handle)
+    if seen:
+        fig.legend(list(seen.values()), list(seen), loc="outside lower center", ncols=min(len(seen), 4), fontsize=8,
+                   frameon=False)  # fmt: skip
 
 
 def _preference(report: dict[str, Any]) -> Figure:
@@ -84,24 +107,26 @@ def _preference(report: dict[str, Any]) -> Figure:
     bases = list(dict.fromkeys(s["base"] for s in pref["series"]))
     fig, axes = _grid(1, len(bases))
     for ax, base in zip(axes[0], bases, strict=True):
-        for s in (s for s in pref["series"] if s["base"] == base):
+        series = [s for s in pref["series"] if s["base"] == base]
+        ref = next((s["base_model"] for s in series if s["source"] == "judge" and s["base_model"]), None)
+        _hline(ax, ref, "base model, no imitation (judge)", BASE, ":")
+        ax.axhline(pref["parity"], color=TEACHER, linestyle="--", linewidth=1.4, label="teacher parity (50%)")
+        for s in series:
             human = s["source"] == "human"
             style = dict(KIND_STYLE[s["data_kind"]], linestyle="--" if human else "-")
             if human:
                 style["markerfacecolor"] = "white"
-            _errorbar(ax, [p["tokens"] for p in s["points"]], [p["estimate"] for p in s["points"]],
-                      f"{s['data_kind']} ({s['source']})", **style)  # fmt: skip
-            if not human:
-                _hline(ax, s["base_model"], f"{base}, no imitation", BASE, ":")
-        ax.axhline(pref["parity"], color=TEACHER, linestyle="--", linewidth=1.4, label="teacher parity")
+            label = f"imitation, {s['data_kind']} ({s['source']})"
+            xs = [p["tokens"] * DODGE[s["data_kind"]] for p in s["points"]]
+            _errorbar(ax, xs, [p["estimate"] for p in s["points"]], label, **style)
         ax.set_ylim(0, 1)
         ax.yaxis.set_major_formatter(PercentFormatter(1.0))
         ax.set_title(base, fontsize=10)
         ax.set_ylabel("win rate vs teacher (tie = ½)" if pref["metric"] == "win_rate_ties_half" else
                       "as good as or better than teacher")  # fmt: skip
-        _token_axis(ax)
-        ax.legend(fontsize=7, loc="best")
+        _log_x(ax, [p["tokens"] for s in series for p in s["points"]], "imitation tokens")
     fig.suptitle("Preference vs imitation tokens (95% CIs)", fontsize=11)
+    _legend(fig, axes)
     return fig
 
 
@@ -111,21 +136,20 @@ def _benchmarks(report: dict[str, Any]) -> Figure:
     fig, axes = _grid(len(benches), len(bases))
     for row, (bench, entry) in zip(axes, benches.items(), strict=True):
         for ax, base in zip(row, bases, strict=True):
-            for s in (s for s in entry["series"] if s["base"] == base):
-                _errorbar(ax, [p["tokens"] for p in s["points"]], [p["estimate"] for p in s["points"]],
-                          f"imitation, {s['data_kind']}", **KIND_STYLE[s["data_kind"]])  # fmt: skip
-            teacher = entry["teacher"]
-            _hline(ax, teacher, f"teacher {_fmt(teacher and teacher['value'])}", TEACHER, "--")
-            ref = (entry["bases"].get(base) or {}).get("estimate")
-            _hline(ax, ref, f"base, no imitation {_fmt(ref and ref['value'])}", BASE, ":")
+            _hline(ax, entry["teacher"], "teacher", TEACHER, "--")
+            _hline(ax, (entry["bases"].get(base) or {}).get("estimate"), "base model, no imitation", BASE, ":")
+            series = [s for s in entry["series"] if s["base"] == base]
+            for s in series:
+                _errorbar(ax, [p["tokens"] * DODGE[s["data_kind"]] for p in s["points"]],
+                          [p["estimate"] for p in s["points"]], f"imitation, {s['data_kind']}",
+                          **KIND_STYLE[s["data_kind"]])  # fmt: skip
             ax.set_title(f"{bench} — {base}", fontsize=10)
             ax.set_ylabel(entry["metric"])
-            _token_axis(ax)
+            _log_x(ax, [p["tokens"] for s in series for p in s["points"]], "imitation tokens")
             if not ax.has_data():
                 ax.text(0.5, 0.5, "not run", transform=ax.transAxes, ha="center", va="center", color=BASE)
-            else:
-                ax.legend(fontsize=7, loc="best")
     fig.suptitle("Targeted benchmarks vs imitation tokens (95% CIs)", fontsize=11)
+    _legend(fig, axes)
     return fig
 
 
@@ -140,17 +164,14 @@ def _size(report: dict[str, Any]) -> Figure | None:
         rows = [r for r in report["table1"][bench]["rows"] if entry["bases"][r["base"]]["params_m"]]
         rows.sort(key=lambda r: entry["bases"][r["base"]]["params_m"])
         xs = [entry["bases"][r["base"]]["params_m"] for r in rows]
-        _errorbar(ax, xs, [r["none"]["estimate"] for r in rows], "base, no imitation", color=BASE, marker="D")
+        _hline(ax, entry["teacher"], "teacher", TEACHER, "--")
+        _errorbar(ax, xs, [r["none"]["estimate"] for r in rows], "base model, no imitation", color=BASE, marker="D")
         for kind, style in KIND_STYLE.items():
-            _errorbar(ax, xs, [r[kind]["estimate"] for r in rows], f"imitation, {kind} (largest budget)", **style)
-        teacher = entry["teacher"]
-        _hline(ax, teacher, f"teacher {_fmt(teacher and teacher['value'])}", TEACHER, "--")
-        ax.set_xscale("log")
-        ax.set_xlabel("base model parameters (millions)")
+            _errorbar(ax, [x * DODGE[kind] for x in xs], [r[kind]["estimate"] for r in rows],
+                      f"imitation, {kind} (largest budget)", **style)  # fmt: skip
         ax.set_ylabel(entry["metric"])
         ax.set_title(bench, fontsize=10)
-        ax.grid(True, alpha=0.25)
-        if ax.has_data():
-            ax.legend(fontsize=7, loc="best")
+        _log_x(ax, xs, "base model parameters (millions)")
     fig.suptitle("Benchmarks vs base-model size (95% CIs)", fontsize=11)
+    _legend(fig, axes)
     return fig

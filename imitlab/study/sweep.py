@@ -269,14 +269,14 @@ def _student_tokens(data: Path, base: str, config: SweepConfig) -> int:
 
 # -- train --------------------------------------------------------------------------------------------
 def _train(base: str, kind: str, budget: int, data: Path, config: SweepConfig, cache: StageCache) -> Path:
-    from imitlab.train.sft_trainer import train
+    from imitlab.train.launch import launch
     from imitlab.train.train_config import TrainConfig
 
     t = config.train
     key = {"base": base, "data": data.name, "tokens": budget, **asdict(t), "seed": config.seed}
 
     def run(d: Path) -> None:
-        train(
+        launch(
             TrainConfig(
                 base=base,
                 data=str(data),
@@ -292,6 +292,7 @@ def _train(base: str, kind: str, budget: int, data: Path, config: SweepConfig, c
                 seed=config.seed,
                 save_steps=25,
                 cache=config.cache,
+                processes=t.processes,
             )
         )
 

@@ -46,6 +46,7 @@ class TrainSection:
     scheduler: str = "constant"
     epochs: float = 1.0
     lora: bool = False
+    processes: int = 1  # data-parallel processes per training run (accelerate; one per GPU on a GPU node)
 
 
 @dataclass
