@@ -97,15 +97,15 @@ def fake_results() -> dict[str, Any]:
                                                         "win_rate_ties_half": est(0.4, 0.15, 0.65, 10)}}},
     }  # fmt: skip
     style_row = {
-        "list_when_teacher": est(0.6, 0.3, 0.9, 10),
-        "summary_when_teacher": est(0.25, 0.0, 0.6, 4),
+        "list_when_teacher_lists": est(0.6, 0.3, 0.9, 10),
+        "summary_when_teacher_summarizes": est(0.25, 0.0, 0.6, 4),
         "unigram_overlap": est(38.2, 33.0, 43.1, 20),
         "length_pearson": est(0.41, 0.05, 0.7, 20),
         "authoritative_tone": est(0.7, 0.5, 0.9, 20),
     }
     style = {"smollm2-135m-instruct/broad/80000": style_row,
              "base/smollm2-135m-instruct": {**style_row, "authoritative_tone": None},
-             "teacher2": style_row}  # fmt: skip
+             "teacher#2": style_row}  # fmt: skip
     samples = [
         {"prompt": f"Who wrote Hamlet? {SCRIPT_XSS}",
          "answers": {"teacher": "William Shakespeare.", "smollm2-135m-instruct/broad/80000": f"Sure! {SCRIPT_XSS}",
@@ -165,9 +165,10 @@ def test_report_json_numbers(rendered: tuple[Path, str, dict[str, Any]]) -> None
     assert rows["smollm2-135m-instruct/broad/80000"]["judge"]["as_good_or_better"]["value"] == 0.55
     assert rows["gemma3-270m/broad/80000"]["judge"] is None
     style = {r["model"]: r["values"] for r in rep["style"]["rows"]}
-    assert list(style) == ["base/smollm2-135m-instruct", "smollm2-135m-instruct/broad/80000", "teacher2"]
+    assert list(style) == ["base/smollm2-135m-instruct", "smollm2-135m-instruct/broad/80000", "teacher#2"]
     assert style["base/smollm2-135m-instruct"]["authoritative_tone"] is None
-    assert style["teacher2"]["unigram_overlap"]["value"] == 38.2
+    assert style["teacher#2"]["unigram_overlap"]["value"] == 38.2
+    assert rep["style"]["references"] == ["teacher#2"]
     assert rep["manifests"]["teacher"] is None
     assert rep["bench_cells"]["gemma3-270m/broad/80000"]["nq_open"] is None
     assert rep["source"]["file"] == "results.json" and len(rep["source"]["sha256"]) == 64

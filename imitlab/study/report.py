@@ -121,7 +121,8 @@ def _check(results: Any, path: Path) -> None:
         if not isinstance(block, dict):
             raise _fail(path, section, "must be an object keyed by model id")
         for key in block:
-            if key not in seen and not (section == "style" and key == "teacher2"):
+            # Style may carry reference columns that are not models (a second sample of the teacher: the ceiling).
+            if key not in seen and section != "style":
                 raise _fail(path, f"{section}.{key}", "names a model that is not in models")
     for mid, benches in results.get("benchmarks", {}).items():
         for bench, summary in (benches or {}).items():
@@ -332,7 +333,9 @@ def _style(results: dict[str, Any], models: list[dict[str, Any]]) -> dict[str, A
         metrics += [k for k in (table or {}) if k not in metrics and isinstance((table or {})[k], dict)]
     order = [m["id"] for m in models if m["id"] in style] + [k for k in style if k not in {m["id"] for m in models}]
     rows = [{"model": mid, "values": {k: _est((style[mid] or {}).get(k)) for k in metrics}} for mid in order]
-    return {"metrics": metrics, "labels": {k: STYLE_LABELS.get(k, k) for k in metrics}, "rows": rows}
+    references = [k for k in style if k not in {m["id"] for m in models}]
+    labels = {k: STYLE_LABELS.get(k, k) for k in metrics}
+    return {"metrics": metrics, "labels": labels, "rows": rows, "references": references}
 
 
 def _samples(results: dict[str, Any], by_id: dict[str, Any], limit: int) -> dict[str, Any]:
