@@ -152,6 +152,11 @@ def test_resume_skips_done_judgments_and_retries_failures(files: dict[str, Path]
     second = run_judge(_config(files, out), judge_fn=steady)
     assert calls["n"] - before == 2 * N // 5  # only the failed calls were redone
     assert second["n_call_errors"] == 0 and second["counts"]["tie"] == N
+    other = _config(files, out)
+    other.judge = "another-judge"
+    before = calls["n"]
+    run_judge(other, judge_fn=steady)
+    assert calls["n"] - before == 2 * N  # another judge's verdicts are never reused
 
 
 def test_parsers() -> None:

@@ -125,7 +125,9 @@ async def judge_pairs(
 
     async def one(pair: Pair, order: str) -> None:
         prev = done.get((pair.id, order))
-        if prev and prev.get("pair_digest") == pair.digest and prev.get("template") == template.name:
+        # reuse only a verdict on exactly these answers, by the same judge with the same template
+        key = (pair.digest, template.name, judge_name)
+        if prev and (prev.get("pair_digest"), prev.get("template"), prev.get("judge")) == key:
             records[(pair.id, order)] = prev
             return
         first, second = (pair.a, pair.b) if order == "ab" else (pair.b, pair.a)
