@@ -202,10 +202,12 @@ def test_model_text_is_escaped(rendered: tuple[Path, str, dict[str, Any]]) -> No
 
 def test_missing_sections_say_not_run(tmp_path: Path) -> None:
     results = fake_results()
-    for key in ("benchmarks", "preference", "style", "samples", "manifests"):
+    for key in ("benchmarks", "preference", "style", "samples"):
         del results[key]
     results["models"] = results["models"][:3]  # teacher, one base, one imitation model
+    results["manifests"] = {"smollm2-135m-instruct/broad/20000": "stages/train-2/manifest.json"}
     (tmp_path / "results.json").write_text(json.dumps(results))
+    (tmp_path / "report_main.png").write_bytes(b"stale plot from an earlier run")
     html_path, json_path = write_report(tmp_path)
     rep = json.loads(json_path.read_text())
     assert rep["benchmarks"] == {} and rep["preference"]["series"] == [] and rep["style"]["rows"] == []
@@ -213,6 +215,7 @@ def test_missing_sections_say_not_run(tmp_path: Path) -> None:
     for what in ("No preference judgements", "No benchmark results", "No style metrics", "No sample answers"):
         assert f"{what} in this run (not run)" in html
     assert "data:image/png" not in html and not (tmp_path / "report_main.png").exists()
+    assert "<code>stages/train-2/manifest.json</code>" in html  # a manifest given as one path string
 
 
 @pytest.mark.parametrize(
@@ -225,6 +228,9 @@ def test_missing_sections_say_not_run(tmp_path: Path) -> None:
         (lambda r: r["preference"].update(ghost={}), "field preference.ghost: names a model that is not in models"),
         (lambda r: r["benchmarks"]["teacher"]["nq_open"]["metrics"].update(exact_match={"value": "high"}),
          "field benchmarks.teacher.nq_open.metrics.exact_match.value"),
+        (lambda r: r["preference"].update(teacher=[0.5]), "field preference.teacher: must be an object or null"),
+        (lambda r: r["benchmarks"]["teacher"].update(mmlu=0.4), "field benchmarks.teacher.mmlu.metrics"),
+        (lambda r: r["samples"].append({"prompt": "x"}), "field samples[2]: needs a prompt string"),
     ],
 )  # fmt: skip
 def test_bad_results_name_the_field(tmp_path: Path, mutate: Any, message: str) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from imitlab.errors import ImitlabError
-from imitlab.fileio import atomic_write_text, sha256_file
+from imitlab.fileio import atomic_path, atomic_write_text, sha256_file
 
 SCHEMA = "imitlab.study/1"
 REPORT_SCHEMA = "imitlab.report/1"
@@ -62,9 +62,10 @@ def write_report(run_dir: str | Path, config: ReportConfig | None = None) -> tup
     plots = render_plots(report, dpi=config.dpi)
     main_png = run_dir / "report_main.png"
     if "benchmarks" in plots:
-        with open(main_png.with_suffix(".png.tmp"), "wb") as f:
-            f.write(plots["benchmarks"])
-        main_png.with_suffix(".png.tmp").replace(main_png)
+        with atomic_path(main_png) as tmp:
+            tmp.write_bytes(plots["benchmarks"])
+    else:
+        main_png.unlink(missing_ok=True)  # a plot from an earlier results.json would no longer match
     html_path, json_path = run_dir / "report.html", run_dir / "report.json"
     atomic_write_text(json_path, json.dumps(report, indent=2, allow_nan=False) + "\n")
     atomic_write_text(html_path, render_html(report, plots))
@@ -117,23 +118,29 @@ def _check(results: Any, path: Path) -> None:
         if params is not None and (not isinstance(params, int | float) or params <= 0):
             raise _fail(path, f"{where}.params_m", f"must be a positive number or null, got {params!r}")
     for section in ("benchmarks", "preference", "style", "manifests"):
-        block = results.get(section, {})
+        block = results.get(section) or {}
         if not isinstance(block, dict):
             raise _fail(path, section, "must be an object keyed by model id")
-        for key in block:
+        for key, value in block.items():
+            if (
+                value is not None
+                and not isinstance(value, dict)
+                and not (section == "manifests" and isinstance(value, str))
+            ):
+                raise _fail(path, f"{section}.{key}", "must be an object or null")
             # Style may carry reference columns that are not models (a second sample of the teacher: the ceiling).
             if key not in seen and section != "style":
                 raise _fail(path, f"{section}.{key}", "names a model that is not in models")
-    for mid, benches in results.get("benchmarks", {}).items():
+    for mid, benches in (results.get("benchmarks") or {}).items():
         for bench, summary in (benches or {}).items():
-            metrics = (summary or {}).get("metrics")
+            metrics = summary.get("metrics") if isinstance(summary, dict) else None
             if not isinstance(metrics, dict):
                 raise _fail(path, f"benchmarks.{mid}.{bench}.metrics", "must be an object of estimates")
             for metric, est in metrics.items():
                 _check_estimate(est, path, f"benchmarks.{mid}.{bench}.metrics.{metric}")
-    if not isinstance(results.get("samples", []), list):
+    if not isinstance(results.get("samples") or [], list):
         raise _fail(path, "samples", "must be a list")
-    for i, s in enumerate(results.get("samples", [])):
+    for i, s in enumerate(results.get("samples") or []):
         if not isinstance(s, dict) or not isinstance(s.get("prompt"), str) or not isinstance(s.get("answers"), dict):
             raise _fail(path, f"samples[{i}]", "needs a prompt string and an answers object")
 
