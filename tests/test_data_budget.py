@@ -118,7 +118,14 @@ def test_data_cli_pipeline_writes_manifests(tmp_path: Path) -> None:
     assert m["files"]["conversations.jsonl"]["sha256"] == sha256_file(tmp_path / "dedup/conversations.jsonl")
     assert json.loads((tmp_path / "dedup/dedup_report.json").read_text())["removed"][0]["group"] == "dup"
 
-    run("data", "split", "--in", str(tmp_path / "dedup"), "--out", str(tmp_path / "split"), "--heldout", "4")
+    run(
+        "data", "decontaminate", "--in", str(tmp_path / "dedup"), "--out", str(tmp_path / "clean"), "--evals", "nq_open"
+    )
+    m = json.loads((tmp_path / "clean/manifest.json").read_text())
+    assert m["report"]["eval_sets"] == {"nq_open": 3610} and m["report"]["groups_removed"] == 0
+    assert "decontamination_report.json" in m["files"]
+
+    run("data", "split", "--in", str(tmp_path / "clean"), "--out", str(tmp_path / "split"), "--heldout", "4")
     assert json.loads((tmp_path / "split/heldout/manifest.json").read_text())["counts"]["groups"] == 4
 
     run("data", "subset", "--in", str(tmp_path / "split/train"), "--out", str(tmp_path / "sub"),
