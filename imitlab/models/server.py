@@ -102,6 +102,7 @@ class LlamaServer:
         parallel: int = 4,
         ctx_per_slot: int = 4096,
         threads: int | None = None,
+        poll: int = 0,
         extra_args: list[str] | None = None,
         startup_timeout: float = 180.0,
         log_path: str | os.PathLike[str] | None = None,
@@ -116,6 +117,10 @@ class LlamaServer:
         self.parallel = parallel
         self.ctx_per_slot = ctx_per_slot
         self.threads = threads or os.cpu_count() or 1
+        # llama.cpp's worker threads spin-wait between operations by default (--poll 50). On a small machine
+        # shared with the student's training or scoring, spinning threads on oversubscribed cores stall each
+        # other; 0 makes them sleep instead.
+        self.poll = poll
         self.extra_args = list(extra_args or [])
         self.startup_timeout = startup_timeout
         self._log_path = Path(log_path) if log_path else None
@@ -154,6 +159,7 @@ class LlamaServer:
             "--parallel", str(self.parallel),
             "--ctx-size", str(self.ctx_per_slot * self.parallel),
             "--threads", str(self.threads),
+            "--poll", str(self.poll),
             "--cont-batching",
             "--no-webui",
             *self.extra_args,
