@@ -241,12 +241,36 @@ def _local(config: SweepConfig, cache: StageCache, teacher: Teacher) -> Path:
     return cache.run("synthesize-local", key, run_synth)
 
 
-def _decontaminate(raw: Path, out: Path, data_dir: str) -> None:
+# The decontamination set names (data/decontaminate.py) of the benchmarks and judge prompts in use.
+_EVAL_SET_OF = {
+    "nq_open": "nq_open",
+    "triviaqa": "triviaqa",
+    "mmlu": "mmlu",
+    "humaneval": "humaneval",
+    "arc_easy": "arc",
+    "arc_challenge": "arc",
+    "gsm8k": "gsm8k",
+    "truthfulqa_mc1": "truthfulqa",
+    "koala": "koala",
+    "vicuna80": "vicuna",
+    "mt-bench": "mt_bench",
+    "alpaca-eval": "alpaca_eval",
+}
+
+
+def _eval_sets(config: SweepConfig) -> list[str]:
+    """Only what this sweep evaluates on: the data must not contain those items."""
+    names = [*config.eval.benches, config.judge.prompts]
+    return sorted({_EVAL_SET_OF[n] for n in names if n in _EVAL_SET_OF})
+
+
+def _decontaminate(raw: Path, out: Path, data_dir: str, eval_sets: list[str]) -> None:
     from imitlab.data.dataset import write_dataset
     from imitlab.data.decontaminate import DecontamConfig, decontaminate
     from imitlab.data.schema import read_conversations
 
-    clean, report = decontaminate(read_conversations(raw), DecontamConfig(data_dir=Path(data_dir)))
+    cfg = DecontamConfig(eval_sets=eval_sets, data_dir=Path(data_dir))
+    clean, report = decontaminate(read_conversations(raw), cfg)
     atomic_write_text(out / "decontamination_report.json", json.dumps(report, indent=2, ensure_ascii=False))
     write_dataset(
         out,

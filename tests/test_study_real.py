@@ -1,0 +1,53 @@
+"""The whole study through the real path, in miniature: a real llama.cpp teacher, real training, real
+benchmarks, a real judge, then a second run that reuses every stage."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from imitlab.models.packaged import PulledModel
+from imitlab.study.sweep import run_sweep
+from imitlab.study.sweep_config import load_sweep_config
+
+pytestmark = pytest.mark.real
+
+TINY = {
+    "name": "tiny",
+    "teacher": "smollm2-135m-instruct",
+    "bases": ["smollm2-135m-instruct"],
+    "budgets": [250],
+    "data_kinds": ["broad", "local"],
+    "broad": {"prompts": ["${IMITLAB_DATA}/koala_test_set/koala_test_set.jsonl"], "limit": 8, "max_tokens": 48},
+    "local": {"n_pairs": 10},
+    "train": {"block_size": 128, "batch_size": 2, "learning_rate": 1e-4},
+    "eval": {"benches": ["nq_open"], "limit": 4},
+    "judge": {"prompts": "vicuna80", "limit": 2, "max_tokens": 48},
+    "teacher_concurrency": 2,
+}
+
+
+def test_tiny_sweep_end_to_end_and_cached_rerun(smollm2: PulledModel, tmp_path: Path) -> None:
+    config = load_sweep_config(TINY)
+    results = run_sweep(config, tmp_path / "run")
+    ids = [m["id"] for m in results["models"]]
+    assert ids[:2] == ["teacher", "base/smollm2-135m-instruct"]
+    imitation = [m for m in results["models"] if m["role"] == "imitation"]
+    assert {m["data_kind"] for m in imitation} <= {"broad", "local"} and imitation
+    for m in results["models"]:
+        nq = results["benchmarks"][m["id"]]["nq_open"]
+        assert nq["n"] == 4 and 0.0 <= nq["metrics"]["exact_match"]["value"] <= 1.0
+    for m in imitation:
+        judged = results["preference"][m["id"]]["judge"]
+        assert judged["n"] == 2
+        assert (tmp_path / "run" / results["manifests"][m["id"]]["train"]).is_file()
+    assert set(results["style"]) >= {m["id"] for m in imitation}
+    assert results["samples"] and "teacher" in results["samples"][0]["answers"]
+    saved = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert saved["models"] == results["models"]
+    # A second run redoes nothing.
+    again = run_sweep(config, tmp_path / "run")
+    assert again["run"]["stages_run"] == [] and len(again["run"]["stages_reused"]) == len(results["run"]["stages_run"])
+    assert again["benchmarks"] == results["benchmarks"]
