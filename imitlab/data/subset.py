@@ -47,11 +47,10 @@ class SubsetConfig:
 
 
 def load_tokenizer(student: str, cache_root: str | None = None) -> Any:
-    from transformers import AutoTokenizer
+    """The student's tokenizer exactly as training uses it (base models get the plain chat template)."""
+    from imitlab.models.tokenizer import load_tokenizer as load_student_tokenizer
 
-    from imitlab.models.spec import parse_spec, resolve_hf
-
-    return AutoTokenizer.from_pretrained(resolve_hf(parse_spec(student), cache_root))
+    return load_student_tokenizer(student, cache_root)
 
 
 def count_tokens(tokenizer: Any, messages: list[dict[str, str]]) -> int:
