@@ -45,6 +45,7 @@ class APIBackend:
         self.mode = mode
         self.logprobs_ok: bool | None = None  # unknown until the first multiple-choice request
         self.stats = {"requests": 0, "prompt_tokens": 0, "completion_tokens": 0}
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     # -- low level -------------------------------------------------------------------------------------
     async def _create(self, prompt: str, system: str | None, **params: Any) -> Any:
@@ -80,14 +81,18 @@ class APIBackend:
                 async with gate:
                     return await job
 
-            try:
-                return await asyncio.gather(*(one(j) for j in jobs))
-            finally:
-                # The async client's connection pool belongs to this event loop; drop it with the loop.
-                await self.client.async_client.close()
-                self.client._async = None
+            return await asyncio.gather(*(one(j) for j in jobs))
 
-        return asyncio.run(gather())
+        # One event loop for the backend's life: the async client's connection pool is bound to it.
+        if self._loop is None:
+            self._loop = asyncio.new_event_loop()
+        return self._loop.run_until_complete(gather())
+
+    def close(self) -> None:
+        if self._loop is not None:
+            self._loop.run_until_complete(self.client.async_client.close())
+            self._loop.close()
+            self._loop = None
 
     # -- generation ------------------------------------------------------------------------------------
     def generate(

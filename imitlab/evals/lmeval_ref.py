@@ -74,51 +74,67 @@ def run_lm_eval(
     bench: str, items: list[Item], model_dir: str, *, shots: dict[str, list[Item]] | None = None, batch_size: int = 16
 ) -> ReferenceResult:
     """lm-eval's HF backend on ``items`` of ``bench`` ("mmlu" needs ``shots``: subject -> dev items)."""
+    return run_lm_eval_many([(bench, items, shots)], model_dir, batch_size=batch_size)[bench]
+
+
+def run_lm_eval_many(
+    jobs: list[tuple[str, list[Item], dict[str, list[Item]] | None]], model_dir: str, *, batch_size: int = 16
+) -> dict[str, ReferenceResult]:
+    """Several benchmarks in one lm-eval run (one model load); {bench: result}. ``elapsed_s`` is the run's."""
     import lm_eval
     from lm_eval.tasks import TaskManager
 
     with tempfile.TemporaryDirectory(prefix="imitlab-lmeval-") as tmp:
         root = Path(tmp)
-        names = []
-        if bench == "mmlu":
-            assert shots is not None, "mmlu needs each subject's dev items as shots"
-            by_subject: dict[str, list[Item]] = defaultdict(list)
-            for item in items:
-                by_subject[item["subject"]].append(item)
-            for subject, members in sorted(by_subject.items()):
-                task = f"imitlab_mmlu_{subject}"
-                test, dev = root / f"{subject}_test.jsonl", root / f"{subject}_dev.jsonl"
-                test.write_text("".join(json.dumps(_mmlu_doc(i)) + "\n" for i in members))
-                dev.write_text("".join(json.dumps(_mmlu_doc(i)) + "\n" for i in shots[subject]))
-                yaml = _MMLU_YAML.format(task=task, test=test, dev=dev, subject_name=subject.replace("_", " "))
-                (root / f"{task}.yaml").write_text(yaml)
-                names.append(task)
-        elif bench in ("arc_easy", "arc_challenge"):
-            task = f"imitlab_{bench}"
-            test = root / "test.jsonl"
-            docs = [
-                {"id": i["id"], "question": i["question"], "choices": i["choices"], "gold": i["gold"]} for i in items
-            ]
-            test.write_text("".join(json.dumps(d) + "\n" for d in docs))
-            (root / f"{task}.yaml").write_text(_ARC_YAML.format(task=task, test=test))
-            names.append(task)
-        else:
-            raise ValueError(f"no lm-eval reference task for {bench!r}")
+        names: dict[str, list[str]] = {}
+        for bench, items, shots in jobs:
+            names[bench] = _write_tasks(root, bench, items, shots)
         start = time.perf_counter()
         results = lm_eval.simple_evaluate(
             model="hf",
             model_args={"pretrained": model_dir, "dtype": "float32"},
-            tasks=names,
+            tasks=[n for ns in names.values() for n in ns],
             task_manager=TaskManager(include_path=str(root), include_defaults=False),
             batch_size=batch_size,
             log_samples=True,
             device="cpu",
         )
         elapsed = time.perf_counter() - start
-    predictions: dict[str, int] = {}
-    for name in names:
-        for sample in results["samples"][name]:
-            scores = [resp[0] for resp in sample["filtered_resps"]]
-            predictions[sample["doc"]["id"]] = max(range(len(scores)), key=scores.__getitem__)
-    correct = sum(predictions[i["id"]] == i["gold"] for i in items)
-    return ReferenceResult(predictions, correct / len(items), len(items), elapsed)
+    out = {}
+    for bench, items, _ in jobs:
+        predictions: dict[str, int] = {}
+        for name in names[bench]:
+            for sample in results["samples"][name]:
+                scores = [resp[0] for resp in sample["filtered_resps"]]
+                predictions[sample["doc"]["id"]] = max(range(len(scores)), key=scores.__getitem__)
+        correct = sum(predictions[i["id"]] == i["gold"] for i in items)
+        out[bench] = ReferenceResult(predictions, correct / len(items), len(items), elapsed)
+    return out
+
+
+def _write_tasks(root: Path, bench: str, items: list[Item], shots: dict[str, list[Item]] | None) -> list[str]:
+    """Local YAML tasks (and their JSONL data) for ``items``; returns the task names."""
+    names = []
+    if bench == "mmlu":
+        assert shots is not None, "mmlu needs each subject's dev items as shots"
+        by_subject: dict[str, list[Item]] = defaultdict(list)
+        for item in items:
+            by_subject[item["subject"]].append(item)
+        for subject, members in sorted(by_subject.items()):
+            task = f"imitlab_mmlu_{subject}"
+            test, dev = root / f"{subject}_test.jsonl", root / f"{subject}_dev.jsonl"
+            test.write_text("".join(json.dumps(_mmlu_doc(i)) + "\n" for i in members))
+            dev.write_text("".join(json.dumps(_mmlu_doc(i)) + "\n" for i in shots[subject]))
+            yaml = _MMLU_YAML.format(task=task, test=test, dev=dev, subject_name=subject.replace("_", " "))
+            (root / f"{task}.yaml").write_text(yaml)
+            names.append(task)
+    elif bench in ("arc_easy", "arc_challenge"):
+        task = f"imitlab_{bench}"
+        test = root / f"{bench}_test.jsonl"
+        docs = [{"id": i["id"], "question": i["question"], "choices": i["choices"], "gold": i["gold"]} for i in items]
+        test.write_text("".join(json.dumps(d) + "\n" for d in docs))
+        (root / f"{task}.yaml").write_text(_ARC_YAML.format(task=task, test=test))
+        names.append(task)
+    else:
+        raise ValueError(f"no lm-eval reference task for {bench!r}")
+    return names

@@ -120,7 +120,10 @@ def open_backend(config: EvalConfig) -> Iterator[Backend]:
         with open_chat(spec, cache=config.cache, **server_kwargs) as client:
             backend = APIBackend(client, concurrency=config.concurrency, mode=config.api_mode)
             backend.spec = str(spec)  # type: ignore[attr-defined]
-            yield backend
+            try:
+                yield backend
+            finally:
+                backend.close()
     else:
         raise ImitlabError(f"unknown backend {config.backend!r}; use auto, hf or api")
 

@@ -1,0 +1,103 @@
+"""MMLU 5-shot speed and agreement: imitlab's local backend vs lm-evaluation-harness, same items, same run.
+
+Both score the same MMLU test items (the first ``--per-subject`` items of each of ``--subjects`` subjects)
+with the same 5 dev shots per subject, on the same HF checkpoint, fp32 on CPU, in this one process:
+
+1. ``imitlab``  :func:`imitlab.evals.run_eval` with :class:`~imitlab.evals.hf_backend.HFBackend` (the
+               few-shot prefix's KV cache computed once per subject and reused; only the answer-letter
+               position goes through the output layer);
+2. ``lm-eval``  ``lm_eval.simple_evaluate`` with its HF backend on local YAML tasks over the same items
+               (its default logits cache for one-token continuations is on).
+
+Wall time includes each side's model load. Prints items/s, the speed-up, both accuracies and the share of
+identical predictions; ``--json FILE`` writes them. Target: >= 3x faster with identical predictions.
+
+    .venv/bin/python bench/eval.py [--model smollm2-135m-instruct] [--subjects 2] [--per-subject 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from imitlab.config import data_dir
+from imitlab.evals import EvalConfig, get_task, run_eval
+from imitlab.evals import task as registry
+from imitlab.evals.hf_backend import HFBackend
+from imitlab.evals.lmeval_ref import run_lm_eval_many
+from imitlab.models.spec import parse_spec, resolve_hf
+
+# Subjects with long and short questions alike, in a fixed order so runs are comparable.
+SUBJECTS = [
+    "high_school_geography", "marketing", "college_biology", "high_school_us_history", "philosophy",
+    "professional_law", "abstract_algebra", "nutrition",
+]  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", default="smollm2-135m-instruct")
+    parser.add_argument("--subjects", type=int, default=2)
+    parser.add_argument("--per-subject", type=int, default=10)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+
+    model_dir = resolve_hf(parse_spec(args.model))
+    task = get_task("mmlu")
+    subjects = SUBJECTS[: args.subjects]
+    all_items = task.load(data_dir())
+    items = [i for s in subjects for i in [x for x in all_items if x["subject"] == s][: args.per_subject]]
+    assert task.fewshot is not None
+    shots: dict[str, list] = {}
+    for shot in task.fewshot.load(data_dir()):
+        shots.setdefault(shot["subject"], []).append(shot)
+    ids = {i["id"] for i in items}
+    subset = registry.Task(**{**task.__dict__, "name": "mmlu_bench", "load": lambda d: [
+        i for i in task.load(d) if i["id"] in ids]})  # fmt: skip
+    registry._REGISTRY[subset.name] = subset
+    threads = torch.get_num_threads()
+    print(f"{len(items)} MMLU items ({', '.join(subjects)}), model {args.model}, torch threads {threads}")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        backend = HFBackend(model_dir, batch_size=args.batch_size)
+        config = EvalConfig(model=args.model, benches=["mmlu_bench"], out=Path(tmp), data_dir=data_dir())
+        score_start = time.perf_counter()
+        run_eval(config, backend=backend)
+        ours_s = time.perf_counter() - start
+        ours_score_s = time.perf_counter() - score_start
+        records = [json.loads(line) for line in (Path(tmp) / "mmlu_bench.items.jsonl").read_text().splitlines()]
+    ours = {r["id"]: r["pred"] for r in records}
+    del backend
+
+    start = time.perf_counter()
+    ref = run_lm_eval_many([("mmlu", items, shots)], model_dir, batch_size=args.batch_size)["mmlu"]
+    ref_s = time.perf_counter() - start
+
+    n = len(items)
+    same = sum(ours[i["id"]] == ref.predictions[i["id"]] for i in items)
+    result = {
+        "items": n, "subjects": subjects, "model": args.model, "batch_size": args.batch_size,
+        "imitlab_s": round(ours_s, 2), "imitlab_scoring_s": round(ours_score_s, 2), "lm_eval_s": round(ref_s, 2),
+        "imitlab_items_per_s": round(n / ours_s, 3), "lm_eval_items_per_s": round(n / ref_s, 3),
+        "speedup": round(ref_s / ours_s, 2),
+        "imitlab_acc": sum(ours[i["id"]] == i["gold"] for i in items) / n, "lm_eval_acc": ref.acc,
+        "identical_predictions": same / n,
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, load avg {os.getloadavg()[0]:.1f} at the end",
+    }  # fmt: skip
+    for key, value in result.items():
+        print(f"{key:>22}: {value}")
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
