@@ -79,3 +79,13 @@ def test_nq_normalisation_gives_the_official_efficientqa_verdicts() -> None:
             incorrect += 1
     assert correct == 753 and incorrect == 4148
     assert contradictions == ["Ren\\\\u00e9-Robert Cavelier"]
+
+
+def test_number_match() -> None:
+    from imitlab.evals.metrics import number_match
+
+    assert number_match("She pays 3 * 6 = 18 dollars. #### 18", ["18"]) == 1.0
+    assert number_match("The total is $1,234.", ["1234"]) == 1.0
+    assert number_match("It is 18, no: 17", ["18"]) == 0.0  # the last number counts
+    assert number_match("no idea", ["18"]) == 0.0
+    assert number_match("-3.5", ["-3.5"]) == 1.0

@@ -202,3 +202,15 @@ def test_bad_record_names_file_line_and_field(tmp_path: Path) -> None:
     )
     with pytest.raises(ImitlabError, match=r"arc_easy_test.jsonl:2: missing field 'gold'"):
         get_task("arc_easy").load(tmp_path)
+
+
+def test_gsm8k_declares_its_own_metric(tmp_path: Path) -> None:
+    config = _config(tmp_path, ["gsm8k"], limit=2)
+    summary = run_eval(config, backend=FakeLocal(output=" 2 + 2 = 4. #### 4"))["gsm8k"]
+    assert list(summary["metrics"]) == ["number"]
+    records = _records(config.out, "gsm8k")
+    assert all(r["prompt"].count("Question:") == 6 for r in records)  # five shots and the question
+    assert all(len(r["gold"]) == 1 for r in records)
+    bad = Task(name="bad_metric", kind="generate", files=(), load=lambda d: [], template="", metrics=("bleu",))
+    with pytest.raises(ValueError, match="unknown metric"):
+        register(bad)

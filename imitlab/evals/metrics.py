@@ -66,6 +66,27 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     return float(1.0 - np.prod(1.0 - k / np.arange(n - c + 1, n + 1)))
 
 
+_NUMBER = re.compile(r"-?[\d,]*\.?\d+")
+
+
+def number_match(prediction: str, golds: Sequence[str]) -> float:
+    """1.0 when the last number in the prediction equals a gold number (GSM8K's "flexible extract")."""
+    found = _NUMBER.findall(prediction)
+    if not found:
+        return 0.0
+    return float(any(_as_number(found[-1]) == _as_number(g) for g in golds))
+
+
+def _as_number(text: str) -> float | None:
+    try:
+        return float(text.replace(",", "").replace("$", "").strip().rstrip("."))
+    except ValueError:
+        return None
+
+
+# Metrics a generate task may name in its declaration: (prediction, gold answers) -> score.
+GENERATE_METRICS = {"em": exact_match, "contains": contains_answer, "f1": token_f1, "number": number_match}
+
 _LETTER = re.compile(r"\b([A-Z])\b")
 
 

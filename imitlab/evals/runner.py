@@ -279,10 +279,9 @@ def _score_generate(task: Task, backend: Backend, batch: list[_Prepared], config
         text = outs[0].strip()  # lm-eval's remove_whitespace filter
         answers = p.item["answers"]
         record = _record(task, p, output=text, method="generate")
-        record.update(
-            gold=answers, em=metrics.exact_match(text, answers), contains=metrics.contains_answer(text, answers),
-            f1=round(metrics.token_f1(text, answers), 6),
-        )  # fmt: skip
+        record["gold"] = answers
+        for name in task.metrics:
+            record[name] = round(metrics.GENERATE_METRICS[name](text, answers), 6)
         records.append(record)
     return records
 
@@ -355,13 +354,13 @@ def _last_line(text: str) -> str:
 
 
 # -- summaries -----------------------------------------------------------------------------------------
-_METRICS = {"choice": ("acc", "acc_norm"), "generate": ("em", "contains", "f1"), "code": ("pass@1",)}
+_METRICS = {"choice": ("acc", "acc_norm"), "code": ("pass@1",)}
 
 
 def summarize(task: Task, records: list[dict[str, Any]], config: EvalConfig) -> dict[str, Any]:
     """Metric means with bootstrap 95% CIs (seeded), per-group scores and a macro average, method counts."""
     summary: dict[str, Any] = {"bench": task.name, "kind": task.kind, "n": len(records), "metrics": {}}
-    names = list(_METRICS[task.kind])
+    names = list(task.metrics if task.kind == "generate" else _METRICS[task.kind])
     if task.kind == "code":
         names += [f"pass@{k}" for k in config.ks if 1 < k <= config.samples]
     for name in names:

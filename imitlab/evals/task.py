@@ -52,6 +52,7 @@ class Task:
     fewshot_delimiter: str = "\n\n"
     stop: tuple[str, ...] = ("\n",)
     max_tokens: int = 32
+    metrics: tuple[str, ...] = ("em", "contains", "f1")  # generate tasks: names in metrics.GENERATE_METRICS
     group: str | None = None  # report per-value scores of this field (MMLU: subject)
     letters: bool = False  # choices are answer letters, so an API model can answer by letter
     about: str = ""
@@ -73,6 +74,11 @@ _LOADED = False
 def register(task: Task) -> Task:
     if task.name in _REGISTRY:
         raise ValueError(f"benchmark {task.name!r} is registered twice")
+    from imitlab.evals.metrics import GENERATE_METRICS
+
+    unknown = [m for m in task.metrics if m not in GENERATE_METRICS]
+    if task.kind == "generate" and unknown:
+        raise ValueError(f"benchmark {task.name!r}: unknown metric(s) {unknown}; known: {sorted(GENERATE_METRICS)}")
     _REGISTRY[task.name] = task
     return task
 
