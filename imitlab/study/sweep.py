@@ -270,7 +270,13 @@ def _decontaminate(raw: Path, out: Path, data_dir: str, eval_sets: list[str]) ->
     from imitlab.data.schema import read_conversations
 
     cfg = DecontamConfig(eval_sets=eval_sets, data_dir=Path(data_dir))
-    clean, report = decontaminate(read_conversations(raw), cfg)
+    records = read_conversations(raw)
+    clean, report = decontaminate(records, cfg)
+    if not clean:
+        raise ImitlabError(
+            f"decontamination removed all {len(records)} conversations of {raw.name}: they overlap the evaluation "
+            f"sets {', '.join(eval_sets)}; take imitation prompts from elsewhere"
+        )
     atomic_write_text(out / "decontamination_report.json", json.dumps(report, indent=2, ensure_ascii=False))
     write_dataset(
         out,
