@@ -178,3 +178,39 @@ def test_synthesis_real_teacher_yields_parsed_qa_pairs(smollm2_server: Any) -> N
         assert r.turns[0] not in seeds and r.meta["answer"].strip()
         assert 3 <= len(r.turns[0].split()) <= 30 and len(r.meta["answer"].split()) <= 10
     assert result.completion_tokens > 0
+
+
+def test_cli_synthesize_and_self_instruct_write_prompt_sets_and_a_data_set(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from imitlab.cli import app
+    from imitlab.data import read_conversations
+    from imitlab.prompts import read_prompt_set
+
+    def respond(body: dict[str, Any]) -> str:
+        if "trivia" in body["messages"][-1]["content"]:
+            return "Q: who discovered penicillin\nA: Alexander Fleming\nQ: what is the tallest mountain\nA: Everest\n"
+        return "1. Summarize the story of Hamlet in three sentences.\n2. Explain how tides work in simple words.\n"
+
+    runner = CliRunner()
+    with FakeOpenAI(responder=respond) as srv:
+        res = runner.invoke(app, [
+            "prompts", "synthesize", "--teacher", "openai:fake", "--base-url", srv.base_url,
+            "--seeds", str(_qa_seed_file(tmp_path)), "--out", str(tmp_path / "qa.jsonl"), "-n", "2",
+            "--conversations", str(tmp_path / "qa_set"), "--max-requests", "2",
+        ])  # fmt: skip
+        assert res.exit_code == 0, res.output
+        res = runner.invoke(app, [
+            "prompts", "self-instruct", "--teacher", "openai:fake", "--base-url", srv.base_url,
+            "--seeds", str(_seeds(tmp_path)), "--out", str(tmp_path / "si.jsonl"), "-n", "2", "--max-requests", "2",
+        ])  # fmt: skip
+        assert res.exit_code == 0, res.output
+    assert [r.meta["answer"] for r in read_prompt_set(tmp_path / "qa.jsonl")] == ["Alexander Fleming", "Everest"]
+    conv = read_conversations(tmp_path / "qa_set")
+    assert conv[1]["messages"] == [
+        {"role": "user", "content": "what is the tallest mountain"},
+        {"role": "assistant", "content": "Everest"},
+    ]
+    manifest = json.loads((tmp_path / "qa_set/manifest.json").read_text())
+    assert manifest["operation"] == "synthesize" and len(manifest["params"]["seed_ids"]) == 10
+    assert len(read_prompt_set(tmp_path / "si.jsonl")) == 2
