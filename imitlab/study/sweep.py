@@ -161,8 +161,11 @@ def _dataset(kind: str, config: SweepConfig, cache: StageCache, teacher: Teacher
         raw = _broad(config, cache, teacher)
     else:
         raw = _local(config, cache, teacher)
+    eval_sets = _eval_sets(config)
     return cache.run(
-        "decontaminate", {"data": raw.name, "benches": config.eval.benches}, lambda d: _decontaminate(raw, d, data_dir)
+        "decontaminate",
+        {"data": raw.name, "eval_sets": eval_sets},
+        lambda d: _decontaminate(raw, d, data_dir, eval_sets),
     )
 
 
