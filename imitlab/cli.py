@@ -170,6 +170,7 @@ def eval_(
     base_url: Annotated[Optional[str], typer.Option(help="Base URL for openai: specs.")] = None,
     api_mode: Annotated[str, typer.Option(help="API endpoint style: chat | completions.")] = "chat",
     batch_size: Annotated[int, typer.Option(help="Local backend batch size.")] = 16,
+    threads: Annotated[Optional[int], typer.Option(help="Local backend CPU threads (default: torch's).")] = None,
     concurrency: Annotated[int, typer.Option(help="Parallel API requests (llama.cpp slots).")] = 4,
     samples: Annotated[int, typer.Option(help="Code: samples per problem (pass@k for k <= samples).")] = 1,
     max_tokens: Annotated[Optional[int], typer.Option(help="Override the benchmark's token cap.")] = None,
@@ -196,7 +197,7 @@ def eval_(
     config = EvalConfig(
         model=model, benches=[b.strip() for b in bench.split(",") if b.strip()], out=out, data_dir=data_dir,
         limit=limit, seed=seed, backend=backend, base_url=base_url, api_mode=api_mode, batch_size=batch_size,
-        concurrency=concurrency, samples=samples, max_tokens=max_tokens, cache=cache,
+        threads=threads, concurrency=concurrency, samples=samples, max_tokens=max_tokens, cache=cache,
     )  # fmt: skip
     with console.status("evaluating ...") as status:
         summaries = run_eval(config, progress=status.update)

@@ -32,6 +32,10 @@ def test_cached_loglikelihood_equals_a_full_forward_pass(backend: HFBackend) -> 
         expected = sum(float(logprobs[len(ctx) - 1 + k, t]) for k, t in enumerate(cont))
         assert got.logprob == pytest.approx(expected, abs=1e-3)
         assert got.n_tokens == len(cont)
+    # A later call (the runner scores in chunks) reuses the stored prefix cache instead of recomputing it.
+    again = backend.loglikelihood(requests[3:])
+    assert backend.stats["prefix_passes"] == before["prefix_passes"] + 1
+    assert [r.logprob for r in again] == pytest.approx([r.logprob for r in results[3:]], abs=1e-4)
 
 
 @pytest.mark.real

@@ -50,6 +50,7 @@ class EvalConfig:
     backend: str = "auto"  # auto: local weights -> "hf"; openai: -> "api". "api" also serves local GGUFs
     base_url: str | None = None
     batch_size: int = 16
+    threads: int | None = None  # torch CPU threads for the local backend (1 is faster on a busy machine)
     concurrency: int = 4  # parallel requests to an API endpoint
     api_mode: str = "chat"  # "chat" or "completions" for API endpoints
     samples: int = 1  # code: samples per problem (pass@k for k <= samples)
@@ -109,7 +110,7 @@ def open_backend(config: EvalConfig) -> Iterator[Backend]:
     if kind == "hf":
         from imitlab.evals.hf_backend import HFBackend
 
-        backend = HFBackend(resolve_hf(spec, config.cache), batch_size=config.batch_size)
+        backend = HFBackend(resolve_hf(spec, config.cache), batch_size=config.batch_size, threads=config.threads)
         backend.spec = str(spec)  # type: ignore[attr-defined]
         yield backend
     elif kind == "api":
