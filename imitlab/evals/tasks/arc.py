@@ -31,6 +31,6 @@ for _name, _file in (("arc_easy", "arc/arc_easy_test.jsonl"), ("arc_challenge", 
             files=(_file,),
             load=_loader(_file),
             template="Question: {question}\nAnswer:",
-            about="0-shot, acc (and acc_norm: log-likelihood per byte) over the answer texts",
+            about="0-shot, acc (and acc_norm: log-likelihood per character) over the answer texts",
         )
     )
