@@ -122,7 +122,7 @@ def fake_results() -> dict[str, Any]:
         "teacher": "qwen2.5-coder-0.5b-instruct",
         "models": models,
         "benchmarks": benchmarks,
-        "headline_metric": {"nq_open": "exact_match", "humaneval": "pass@1"},
+        "headline_metric": {"nq_open": "em", "humaneval": "pass@1"},  # "em" is not written: see the test
         "preference": preference,
         "style": style,
         "samples": samples,
@@ -150,6 +150,8 @@ def test_report_json_numbers(rendered: tuple[Path, str, dict[str, Any]]) -> None
     assert gemma["broad"]["model"] == "gemma3-270m/broad/80000" and gemma["broad"]["estimate"] is None  # not run
     assert gemma["local"] == {"model": None, "tokens": None, "estimate": None}  # no local imitation for gemma
     assert rep["table1"]["humaneval"]["metric"] == "pass@1"
+    # headline_metric names "em" for nq_open, which no model wrote: the first metric written is shown instead
+    assert rep["benchmarks"]["nq_open"]["metric"] == "exact_match"
     series = {(s["base"], s["data_kind"]): s for s in rep["benchmarks"]["nq_open"]["series"]}
     assert [p["tokens"] for p in series[("smollm2-135m-instruct", "local")]["points"]] == [20000, 80000]
     assert rep["benchmarks"]["nq_open"]["bases"]["gemma3-270m"]["params_m"] == 268.1
@@ -180,6 +182,7 @@ def test_report_html_shows_cis_and_not_run(rendered: tuple[Path, str, dict[str, 
     text = re.sub(r"<[^>]+>", "", html)
     assert "0.060 [0.020, 0.110] n=100" in text  # smollm2 broad, largest budget, with its CI
     assert "38.2 [33.0, 43.1] n=20" in text  # style: unigram overlap
+    assert "the run names em as its headline metric but no model has it" in text
     # Table 1's gemma row: broad (80k) has no nq_open number, and there is no local model at all.
     gemma_row = re.search(r"<tr><td>gemma3-270m</td>(.*?)</tr>", html, re.S)
     assert gemma_row is not None

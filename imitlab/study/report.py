@@ -267,14 +267,16 @@ def _bench_names(results: dict[str, Any]) -> list[str]:
 
 
 def _headline(results: dict[str, Any], bench: str) -> str | None:
-    named = (results.get("headline_metric") or {}).get(bench)
-    if named:
-        return named
-    for benches in (results.get("benchmarks") or {}).values():  # no headline named: the first metric written
+    """The named headline metric if any model has it; else the first metric written (a misnamed headline,
+    e.g. ``exact_match`` where the evaluator writes ``em``, must not turn every cell into "not run")."""
+    written: list[str] = []
+    for benches in (results.get("benchmarks") or {}).values():
         metrics = ((benches or {}).get(bench) or {}).get("metrics") or {}
-        if metrics:
-            return next(iter(metrics))
-    return None
+        written += [k for k in metrics if k not in written]
+    named = (results.get("headline_metric") or {}).get(bench)
+    if named in written or not written:
+        return named
+    return written[0]
 
 
 def _benchmarks(results, models, teacher, base_names, base_row, kinds) -> dict[str, Any]:
@@ -286,6 +288,7 @@ def _benchmarks(results, models, teacher, base_names, base_row, kinds) -> dict[s
         tid = teacher["id"] if teacher else None
         entry: dict[str, Any] = {
             "metric": metric,
+            "metric_named": (results.get("headline_metric") or {}).get(bench),
             "teacher": _bench_est(results, tid, bench, metric),
             "teacher_params_m": (teacher or {}).get("params_m"),
             "bases": {},
