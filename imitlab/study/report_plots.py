@@ -98,7 +98,8 @@ def _legend(fig: Figure, axes: list[list[Axes]]) -> None:
             for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
                 seen.setdefault(label, handle)
     if seen:
-        fig.legend(list(seen.values()), list(seen), loc="outside lower center", ncols=min(len(seen), 4), fontsize=8,
+        ncols = min(len(seen), 2 * len(axes[0]))  # about two entries per panel's width, so it is never cut off
+        fig.legend(list(seen.values()), list(seen), loc="outside lower center", ncols=ncols, fontsize=8,
                    frameon=False)  # fmt: skip
 
 
@@ -143,6 +144,9 @@ def _benchmarks(report: dict[str, Any]) -> Figure:
                 _errorbar(ax, [p["tokens"] * DODGE[s["data_kind"]] for p in s["points"]],
                           [p["estimate"] for p in s["points"]], f"imitation, {s['data_kind']}",
                           **KIND_STYLE[s["data_kind"]])  # fmt: skip
+            low, high = ax.get_ylim()
+            if low < 0:  # benchmark metrics are rates: no negative axis, just room for markers at 0
+                ax.set_ylim(-0.03 * high, high)
             ax.set_title(f"{bench} — {base}", fontsize=10)
             ax.set_ylabel(entry["metric"])
             _log_x(ax, [p["tokens"] for s in series for p in s["points"]], "imitation tokens")
