@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from imitlab.models.packaged import PulledModel
+from imitlab.study.report import write_report
 from imitlab.study.sweep import run_sweep
 from imitlab.study.sweep_config import load_sweep_config
 
@@ -20,7 +21,7 @@ TINY = {
     "bases": ["smollm2-135m-instruct"],
     "budgets": [250],
     "data_kinds": ["broad", "local"],
-    "broad": {"prompts": ["${IMITLAB_DATA}/koala_test_set/koala_test_set.jsonl"], "limit": 8, "max_tokens": 48},
+    "broad": {"prompts": ["${IMITLAB_DATA}/alpaca_gpt4_demo/alpaca_en_demo.json"], "limit": 8, "max_tokens": 48},
     "local": {"n_pairs": 10},
     "train": {"block_size": 128, "batch_size": 2, "learning_rate": 1e-4},
     "eval": {"benches": ["nq_open"], "limit": 4},
@@ -38,7 +39,7 @@ def test_tiny_sweep_end_to_end_and_cached_rerun(smollm2: PulledModel, tmp_path: 
     assert {m["data_kind"] for m in imitation} <= {"broad", "local"} and imitation
     for m in results["models"]:
         nq = results["benchmarks"][m["id"]]["nq_open"]
-        assert nq["n"] == 4 and 0.0 <= nq["metrics"]["exact_match"]["value"] <= 1.0
+        assert nq["n"] == 4 and 0.0 <= nq["metrics"]["em"]["value"] <= 1.0
     for m in imitation:
         judged = results["preference"][m["id"]]["judge"]
         assert judged["n"] == 2
@@ -47,6 +48,8 @@ def test_tiny_sweep_end_to_end_and_cached_rerun(smollm2: PulledModel, tmp_path: 
     assert results["samples"] and "teacher" in results["samples"][0]["answers"]
     saved = json.loads((tmp_path / "run" / "results.json").read_text())
     assert saved["models"] == results["models"]
+    html, report_json = write_report(tmp_path / "run")
+    assert html.is_file() and json.loads(report_json.read_text())
     # A second run redoes nothing.
     again = run_sweep(config, tmp_path / "run")
     assert again["run"]["stages_run"] == [] and len(again["run"]["stages_reused"]) == len(results["run"]["stages_run"])

@@ -27,14 +27,13 @@ from imitlab.study.sweep_config import SweepConfig, expand, load_sweep_config
 
 log = logging.getLogger(__name__)
 HEADLINE = {
-    "nq_open": "exact_match",
-    "triviaqa": "exact_match",
+    "nq_open": "em",
+    "triviaqa": "em",
     "humaneval": "pass@1",
     "mmlu": "acc",
     "arc_easy": "acc",
     "arc_challenge": "acc",
-    "gsm8k": "exact_match",
-    "truthfulqa_mc1": "acc",
+    "gsm8k": "number",
 }
 
 
