@@ -25,7 +25,7 @@ TINY = {
     "local": {"n_pairs": 10},
     "train": {"block_size": 128, "batch_size": 2, "learning_rate": 1e-4},
     "eval": {"benches": ["nq_open"], "limit": 4},
-    "judge": {"prompts": "vicuna80", "limit": 2, "max_tokens": 48},
+    "judge": {"prompts": "vicuna80", "limit": 2, "max_tokens": 48, "judge_max_tokens": 48},
     "teacher_concurrency": 2,
 }
 

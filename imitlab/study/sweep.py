@@ -391,6 +391,7 @@ def _preferences(
     models: list[dict[str, Any]], config: SweepConfig, cache: StageCache, teacher: Teacher, data_dir: str
 ) -> tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]:
     from imitlab.judge.pairwise import JudgeConfig, run_judge
+    from imitlab.judge.sources import GenerationParams
     from imitlab.judge.style import StyleConfig, run_style
 
     j = config.judge
@@ -421,6 +422,7 @@ def _preferences(
                     data=Path(data_dir),
                     base_url=teacher.base_url,
                     parallel=config.teacher_concurrency,
+                    judge_max_tokens=j.judge_max_tokens,
                 )
             )
 
@@ -459,6 +461,7 @@ def _preferences(
                     data=Path(data_dir),
                     base_url=teacher.base_url,
                     parallel=config.teacher_concurrency,
+                    generation=GenerationParams(max_tokens=j.max_tokens, parallel=config.teacher_concurrency),
                 )
             )
 

@@ -62,6 +62,7 @@ class JudgeSection:
     prompts: str = "koala"
     limit: int = 8
     max_tokens: int = 192  # answer cap for the compared models
+    judge_max_tokens: int = 256  # verdict cap (the judge explains, then gives [[A]], [[B]] or [[C]])
     style: bool = True  # style metrics vs the teacher on the same prompts
 
 
