@@ -406,6 +406,7 @@ def _preferences(
             "a": sha256_file(answers[m["id"]]),
             "b": sha256_file(teacher_answers),
             "judge": judge_spec,
+            "judge_max_tokens": j.judge_max_tokens,
             "prompts": j.prompts,
             "limit": j.limit,
         }
