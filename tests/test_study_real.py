@@ -52,5 +52,10 @@ def test_tiny_sweep_end_to_end_and_cached_rerun(smollm2: PulledModel, tmp_path: 
     assert html.is_file() and json.loads(report_json.read_text())
     # A second run redoes nothing.
     again = run_sweep(config, tmp_path / "run")
-    assert again["run"]["stages_run"] == [] and len(again["run"]["stages_reused"]) == len(results["run"]["stages_run"])
+    # (Two stages of the first run can share a key, e.g. judging two students whose answers are identical,
+    # so the second run's reuse count is the first run's calls: ran + reused.)
+    first = results["run"]
+    assert again["run"]["stages_run"] == []
+    assert len(again["run"]["stages_reused"]) == len(first["stages_run"]) + len(first["stages_reused"])
+    assert set(again["run"]["stages_reused"]) == set(first["stages_run"]) | set(first["stages_reused"])
     assert again["benchmarks"] == results["benchmarks"]
