@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 from rich.console import Console
 
+from imitlab.study.report import write_report
 from imitlab.study.sweep import run_sweep
 from imitlab.study.sweep_config import load_sweep_config
 
@@ -43,13 +44,8 @@ def run_demo(config: DemoConfig, console: Console | None = None) -> dict[str, An
     started = time.perf_counter()
     console.rule("imitlab demo: imitate qwen2.5-coder-0.5b-instruct with smollm2-135m-instruct")
     results = run_sweep(sweep_config, config.out, console)
-    try:
-        from imitlab.study.report import write_report
-    except ImportError:  # the report stage is not installed in this checkout
-        console.print(f"results: {config.out / 'results.json'} (no report module yet)")
-    else:
-        html, _ = write_report(config.out)
-        console.print(f"[green]report[/]: {html}")
+    html, _ = write_report(config.out)
+    console.print(f"[green]report[/]: {html}")
     console.print(
         f"demo finished in {time.perf_counter() - started:.0f} s "
         f"({len(results['run']['stages_run'])} stages run, {len(results['run']['stages_reused'])} reused)"

@@ -38,9 +38,6 @@ class StageCache:
     def path(self, stage: str, key: dict[str, Any]) -> Path:
         return self.root / f"{stage}-{stage_hash({'stage': stage, **key})}"
 
-    def is_done(self, stage: str, key: dict[str, Any]) -> bool:
-        return (self.path(stage, key) / DONE).is_file()
-
     def run(self, stage: str, key: dict[str, Any], fn: Callable[[Path], Any]) -> Path:
         """Run ``fn(directory)`` unless this exact stage already finished; return the directory."""
         directory = self.path(stage, key)
