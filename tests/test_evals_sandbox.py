@@ -43,11 +43,12 @@ def test_good_and_bad_programs() -> None:
 
 
 def test_infinite_loop_times_out() -> None:
+    before = _children()  # a session-scoped llama-server fixture may already be our child
     start = time.perf_counter()
     result = run_program("while True:\n    pass", Limits(timeout_s=2.0))
     assert result.status == "timeout" and not result.passed
     assert time.perf_counter() - start < 10
-    assert not _children()
+    assert _children() <= before
 
 
 def test_unbounded_allocation_fails() -> None:
