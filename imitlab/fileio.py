@@ -1,14 +1,21 @@
-"""Atomic writes: a reader, or a crash, never sees a half-written file or directory."""
+"""Files that survive crashes: atomic writes (a reader, or a crash, never sees a half-written file or
+directory), and the one JSONL reader and torn-tail repair every append-only log in imitlab uses."""
 
 from __future__ import annotations
 
 import contextlib
+import gzip
 import hashlib
+import json
+import logging
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import IO, Any
+
+log = logging.getLogger(__name__)
 
 
 def sha256_file(path: str | os.PathLike[str], block: int = 1 << 20) -> str:
@@ -67,3 +74,82 @@ def clean_stale_temps(directory: str | os.PathLike[str]) -> None:
             shutil.rmtree(leftover, ignore_errors=True)
         else:
             leftover.unlink(missing_ok=True)
+
+
+def open_text(path: str | os.PathLike[str]) -> IO[str]:
+    """Open a UTF-8 text file for reading, gunzipping a ``.gz`` one."""
+    path = Path(path)
+    return gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else open(path, encoding="utf-8")
+
+
+def _type_names(kind: type | tuple[type, ...]) -> str:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    return " or ".join(k.__name__ for k in kinds)
+
+
+def iter_jsonl(
+    path: str | os.PathLike[str], required: dict[str, type | tuple[type, ...]] | None = None
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield (line number, record) for every non-blank line of a JSONL file (gzipped or not).
+
+    Every error names the file and line: a line that is not JSON, not an object, or lacks a ``required``
+    field of the given type.
+    """
+    from imitlab.errors import ImitlabError
+
+    path = Path(path)
+    if not path.is_file():
+        raise ImitlabError(f"file not found: {path}")
+    with open_text(path) as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ImitlabError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
+            if not isinstance(record, dict):
+                raise ImitlabError(f"{path}:{lineno}: expected a JSON object, got {type(record).__name__}")
+            for name, kind in (required or {}).items():
+                if name not in record:
+                    raise ImitlabError(f"{path}:{lineno}: missing field {name!r}")
+                if not isinstance(record[name], kind):
+                    raise ImitlabError(
+                        f"{path}:{lineno}: field {name!r} should be {_type_names(kind)}, "
+                        f"got {type(record[name]).__name__}"
+                    )
+            yield lineno, record
+
+
+def read_jsonl(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """Every record of a JSONL file, in order (see :func:`iter_jsonl` for the errors)."""
+    return [record for _, record in iter_jsonl(path)]
+
+
+def repair_tail(path: str | os.PathLike[str]) -> int:
+    """Cut a torn last line (no trailing newline: a write killed mid-line) off an append-only JSONL file,
+    so the next append starts on a clean line. Returns the number of bytes removed."""
+    path = Path(path)
+    if not path.is_file():
+        return 0
+    size = path.stat().st_size
+    if size == 0:
+        return 0
+    with open(path, "rb+") as f:
+        f.seek(-1, os.SEEK_END)
+        if f.read(1) == b"\n":
+            return 0
+        keep, pos = 0, size  # walk back to the previous newline in blocks, never reading the whole file
+        while pos > 0:
+            step = min(65536, pos)
+            pos -= step
+            f.seek(pos)
+            idx = f.read(step).rfind(b"\n")
+            if idx >= 0:
+                keep = pos + idx + 1
+                break
+        f.truncate(keep)
+        f.flush()
+        os.fsync(f.fileno())
+    log.warning("%s: removed a torn last line (%d bytes) left by an interrupted write", path, size - keep)
+    return size - keep

@@ -194,15 +194,15 @@ def test_bad_input_errors_name_file_and_line(files: dict[str, Path], tmp_path: P
 
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"id": "p0", "answer": "x"}\n{"id": "p1", "answer": \n')
-    with pytest.raises(ImitlabError, match=r"bad.jsonl: line 2"):
+    with pytest.raises(ImitlabError, match=r"bad.jsonl:2"):
         run_judge(JudgeConfig(a=str(bad), b=str(files["b"]), prompts=str(files["prompts"]), judge="f",
                               out=tmp_path / "o1"), judge_fn=judge)  # fmt: skip
     dup = _write_jsonl(tmp_path / "dup.jsonl", [{"id": "p0", "answer": "x"}, {"id": "p0", "answer": "y"}])
-    with pytest.raises(ImitlabError, match=r"dup.jsonl: line 2: a second answer for prompt 'p0' \(first on line 1\)"):
+    with pytest.raises(ImitlabError, match=r"dup.jsonl:2: a second answer for prompt 'p0' \(first on line 1\)"):
         run_judge(JudgeConfig(a=str(dup), b=str(files["b"]), prompts=str(files["prompts"]), judge="f",
                               out=tmp_path / "o2"), judge_fn=judge)  # fmt: skip
     noprompt = _write_jsonl(tmp_path / "np.jsonl", [{"id": "x", "prompt": "ok"}, {"id": "y", "title": "no"}])
-    with pytest.raises(ImitlabError, match=r"np.jsonl: line 2: no prompt text"):
+    with pytest.raises(ImitlabError, match=r"np.jsonl:2: no prompt text"):
         run_judge(JudgeConfig(a=str(files["a"]), b=str(files["b"]), prompts=str(noprompt), judge="f",
                               out=tmp_path / "o3"), judge_fn=judge)  # fmt: skip
     with pytest.raises(ImitlabError, match="unknown judge template"):

@@ -29,9 +29,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from imitlab.collect.cache import ResponseCache, cache_key, default_cache_path
 from imitlab.collect.config import CollectConfig
 from imitlab.collect.retry import Failure, MalformedResponse, RetryPolicy, classify
-from imitlab.collect.store import AppendLog, load_done, read_jsonl
+from imitlab.collect.store import AppendLog, load_done
 from imitlab.errors import ImitlabError
-from imitlab.fileio import atomic_write_text, sha256_file
+from imitlab.fileio import atomic_write_text, read_jsonl, repair_tail, sha256_file
 from imitlab.models.client import ChatClient
 from imitlab.prompts.schema import PromptRecord, read_prompt_set
 
@@ -327,8 +327,6 @@ async def collect_async(
 def _last_failures(path: Path) -> dict[tuple[str, int], dict[str, Any]]:
     if not path.is_file():
         return {}
-    from imitlab.collect.store import repair_tail
-
     repair_tail(path)
     return {(str(r.get("prompt_id")), int(r.get("sample", 0))): r for r in read_jsonl(path)}
 

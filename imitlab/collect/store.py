@@ -17,55 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from imitlab.errors import ImitlabError
-from imitlab.fileio import atomic_path
+from imitlab.fileio import atomic_path, iter_jsonl, repair_tail
 
 log = logging.getLogger(__name__)
-
-
-def repair_tail(path: Path) -> int:
-    """Truncate a torn last line (no trailing newline); return the number of bytes removed."""
-    if not path.is_file():
-        return 0
-    size = path.stat().st_size
-    if size == 0:
-        return 0
-    with open(path, "rb+") as f:
-        f.seek(-1, os.SEEK_END)
-        if f.read(1) == b"\n":
-            return 0
-        # Walk back to the previous newline in blocks.
-        pos = size
-        keep = 0
-        while pos > 0:
-            step = min(65536, pos)
-            pos -= step
-            f.seek(pos)
-            block = f.read(step)
-            idx = block.rfind(b"\n")
-            if idx >= 0:
-                keep = pos + idx + 1
-                break
-        f.truncate(keep)
-        f.flush()
-        os.fsync(f.fileno())
-    log.warning("%s: removed a torn last line (%d bytes) left by an interrupted write", path, size - keep)
-    return size - keep
-
-
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    records = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ImitlabError(f"{path}:{lineno}: not valid JSON ({exc.msg}); the file is damaged") from None
-            if not isinstance(obj, dict):
-                raise ImitlabError(f"{path}:{lineno}: expected a JSON object")
-            records.append(obj)
-    return records
 
 
 def load_done(path: Path) -> dict[tuple[str, int], dict[str, Any]]:
@@ -76,11 +30,11 @@ def load_done(path: Path) -> dict[tuple[str, int], dict[str, Any]]:
         return {}
     done: dict[tuple[str, int], dict[str, Any]] = {}
     duplicates = 0
-    for lineno, rec in enumerate(read_jsonl(path), 1):
+    for lineno, rec in iter_jsonl(path):
         try:
             key = (str(rec["prompt_id"]), int(rec["sample"]))
         except (KeyError, TypeError, ValueError):
-            raise ImitlabError(f"{path}: record {lineno} lacks 'prompt_id'/'sample'; not a collect output") from None
+            raise ImitlabError(f"{path}:{lineno}: lacks 'prompt_id'/'sample'; not a collect output") from None
         if key in done:
             duplicates += 1
             continue

@@ -31,7 +31,7 @@ from imitlab.config import data_dir as find_data_dir
 from imitlab.errors import ImitlabError
 from imitlab.evals import metrics, sandbox
 from imitlab.evals.task import Item, Task, check_files, get_task
-from imitlab.fileio import atomic_write_text, sha256_file
+from imitlab.fileio import atomic_write_text, iter_jsonl, repair_tail, sha256_file
 from imitlab.stats import bootstrap_ci
 
 log = logging.getLogger(__name__)
@@ -214,17 +214,8 @@ def _resume(records_path: Path, run_path: Path, key: dict[str, Any]) -> dict[str
         log.info("%s was made with other settings; starting it over", records_path)
         records_path.unlink()
         return {}
-    done = {}
-    with open(records_path, encoding="utf-8") as f:
-        for line in f:
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                break  # a line cut off by a crash: everything before it is complete
-            done[record["id"]] = record
-    # Rewrite without any torn tail so appends start on a clean line.
-    atomic_write_text(records_path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in done.values()))
-    return done
+    repair_tail(records_path)  # a line cut off by a crash; everything before it is complete
+    return {record["id"]: record for _, record in iter_jsonl(records_path, {"id": object})}
 
 
 # -- scorers: each returns one record per prepared item ------------------------------------------------

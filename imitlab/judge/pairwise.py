@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from imitlab.errors import ImitlabError
-from imitlab.fileio import atomic_write_text, sha256_file
+from imitlab.fileio import atomic_write_text, repair_tail, sha256_file
 from imitlab.judge.aggregate import FlipPolicy, combine, json_ready, position_bias, side_of, tally
 from imitlab.judge.parse import parse_verdict
 from imitlab.judge.sources import (
@@ -37,7 +37,6 @@ from imitlab.judge.sources import (
     is_answers_file,
     load_prompts,
     read_records,
-    repair_tail,
     resolve_answers,
 )
 from imitlab.judge.templates import JudgeTemplate, load_template

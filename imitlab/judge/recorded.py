@@ -46,7 +46,7 @@ def vicuna_reviews(path: str | Path) -> list[Review]:
     for n, row in read_records(path):
         for key in ("question_id", "text", "score"):
             if key not in row:
-                raise ImitlabError(f"{path}: line {n}: no field {key!r}")
+                raise ImitlabError(f"{path}:{n}: no field {key!r}")
         verdict = parse_scores(row["text"])
         outcome = {"A": "win", "B": "loss", "tie": "tie", None: "unparsed"}[verdict.position]
         reviews.append(Review(str(row["question_id"]), tuple(row["score"]), verdict.scores, outcome))  # type: ignore[arg-type]

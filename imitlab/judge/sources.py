@@ -9,7 +9,6 @@ outputs); :func:`generate_answers` makes such a file from a model spec.
 from __future__ import annotations
 
 import asyncio
-import gzip
 import json
 import logging
 from collections.abc import Iterator
@@ -19,6 +18,7 @@ from typing import Any
 
 from imitlab.config import data_dir
 from imitlab.errors import ImitlabError
+from imitlab.fileio import iter_jsonl, open_text, repair_tail
 
 log = logging.getLogger(__name__)
 
@@ -56,44 +56,21 @@ def read_records(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
     path = Path(path)
     if not path.is_file():
         raise ImitlabError(f"file not found: {path}")
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as f:  # type: ignore[operator]
+    with open_text(path) as f:
+        head = f.read(4096).lstrip()
+    if not head.startswith("["):
+        yield from iter_jsonl(path)
+        return
+    with open_text(path) as f:
         text = f.read()
-    stripped = text.lstrip()
-    if stripped.startswith("["):
-        try:
-            rows = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ImitlabError(f"{path}: line {exc.lineno}: not valid JSON ({exc.msg})") from exc
-        for n, row in enumerate(rows, 1):
-            if not isinstance(row, dict):
-                raise ImitlabError(f"{path}: item {n}: expected a JSON object, got {type(row).__name__}")
-            yield n, row
-        return
-    for n, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ImitlabError(f"{path}: line {n}: not valid JSON ({exc.msg})") from exc
+    try:
+        rows = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ImitlabError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from exc
+    for n, row in enumerate(rows, 1):
         if not isinstance(row, dict):
-            raise ImitlabError(f"{path}: line {n}: expected a JSON object, got {type(row).__name__}")
+            raise ImitlabError(f"{path}: item {n}: expected a JSON object, got {type(row).__name__}")
         yield n, row
-
-
-def repair_tail(path: str | Path) -> None:
-    """Cut a torn last line (a write killed mid-line) off an append-only JSONL file before appending again."""
-    path = Path(path)
-    if not path.is_file() or path.stat().st_size == 0:
-        return
-    data = path.read_bytes()
-    if data.endswith(b"\n"):
-        return
-    keep = data.rfind(b"\n") + 1
-    log.warning("%s: dropping a torn last line (%d bytes) left by an interrupted run", path, len(data) - keep)
-    with path.open("r+b") as f:
-        f.truncate(keep)
 
 
 def _first(row: dict[str, Any], fields: tuple[str, ...]) -> tuple[str, Any] | None:
@@ -153,11 +130,11 @@ def _prompt_file(path: Path) -> list[PromptItem]:
         if found is None and isinstance(row.get("turns"), list) and row["turns"]:
             found = ("turns", row["turns"][0])
         if found is None or not isinstance(found[1], str) or not found[1].strip():
-            raise ImitlabError(f"{path}: line {n}: no prompt text (expected one of fields {', '.join(_PROMPT_FIELDS)})")
+            raise ImitlabError(f"{path}:{n}: no prompt text (expected one of fields {', '.join(_PROMPT_FIELDS)})")
         pid = _first(row, _ID_FIELDS)
         item_id = str(pid[1]) if pid else str(n)
         if item_id in seen:
-            raise ImitlabError(f"{path}: line {n}: field 'id' repeats {item_id!r}")
+            raise ImitlabError(f"{path}:{n}: field 'id' repeats {item_id!r}")
         seen.add(item_id)
         ref = row.get("reference") or row.get("reference_answer")
         items.append(PromptItem(item_id, found[1], ref if isinstance(ref, str) else None, row.get("category")))
@@ -221,14 +198,14 @@ def load_answers(path: str | Path, prompts: list[PromptItem]) -> Answers:
             text = _row_prompt(row)
             if text is None:
                 raise ImitlabError(
-                    f"{path}: line {n}: no field to match a prompt by (need id, question_id, prompt or instruction)"
+                    f"{path}:{n}: no field to match a prompt by (need id, question_id, prompt or instruction)"
                 )
             key = by_text.get(_norm(text))
         if key is None:
             unmatched.append(f"{path}:{n}")
             continue
         if key in where:
-            raise ImitlabError(f"{path}: line {n}: a second answer for prompt {key!r} (first on line {where[key]})")
+            raise ImitlabError(f"{path}:{n}: a second answer for prompt {key!r} (first on line {where[key]})")
         where[key] = n
         answer = _answer_text(row)
         if answer is not None:  # an empty string is a (bad) answer; an absent or null one is missing

@@ -17,6 +17,7 @@ from typing import Literal
 
 from imitlab.config import data_dir
 from imitlab.errors import ImitlabError
+from imitlab.fileio import read_jsonl
 
 ParserName = Literal["tag", "rank", "scores", "yesno"]
 PARSERS = ("tag", "rank", "scores", "yesno")
@@ -94,7 +95,7 @@ def _from_json(text: str, source: str) -> JudgeTemplate:
     try:
         raw = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise ImitlabError(f"{source}: line {exc.lineno}: not valid JSON ({exc.msg})") from exc
+        raise ImitlabError(f"{source}:{exc.lineno}: not valid JSON ({exc.msg})") from exc
     for key in ("name", "prompt", "parser"):
         if not isinstance(raw.get(key), str):
             raise ImitlabError(f"{source}: field {key!r} is missing or not a string")
@@ -114,14 +115,7 @@ def _from_json(text: str, source: str) -> JudgeTemplate:
 def _read_jsonl(path: Path) -> list[dict]:
     if not path.is_file():
         raise ImitlabError(f"judge template file not found: {path}")
-    rows = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                raise ImitlabError(f"{path}: line {n}: not valid JSON ({exc.msg})") from exc
-    return rows
+    return read_jsonl(path)
 
 
 def _mt_bench(path: Path) -> JudgeTemplate:

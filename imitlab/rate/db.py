@@ -121,12 +121,12 @@ class RatingStore:
                     try:
                         row = json.loads(line)
                     except json.JSONDecodeError as exc:
-                        raise ImitlabError(f"{path}: line {n}: not valid JSON ({exc.msg})") from exc
+                        raise ImitlabError(f"{path}:{n}: not valid JSON ({exc.msg})") from exc
                     if not isinstance(row.get("id"), str | int):
-                        raise ImitlabError(f"{path}: line {n}: field 'id' is missing or not a string")
+                        raise ImitlabError(f"{path}:{n}: field 'id' is missing or not a string")
                     for key in ("prompt", "a", "b"):
                         if not isinstance(row.get(key), str):
-                            raise ImitlabError(f"{path}: line {n}: field {key!r} is missing or not a string")
+                            raise ImitlabError(f"{path}:{n}: field {key!r} is missing or not a string")
                     values = (str(row["id"]), row["prompt"], row["a"], row["b"], model_a, model_b)
                     old = db.execute(
                         "SELECT prompt, answer_a, answer_b, model_a, model_b FROM pairs WHERE item_id=?", values[:1]
@@ -139,7 +139,7 @@ class RatingStore:
                         )
                         added += 1
                     elif tuple(old) != values[1:]:
-                        raise ImitlabError(f"{path}: line {n}: pair {values[0]!r} is already loaded with other text")
+                        raise ImitlabError(f"{path}:{n}: pair {values[0]!r} is already loaded with other text")
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")

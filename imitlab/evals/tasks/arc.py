@@ -5,15 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 from imitlab.errors import ImitlabError
-from imitlab.evals.data import read_jsonl
 from imitlab.evals.task import Item, Task, register
+from imitlab.fileio import iter_jsonl
 
 
 def _loader(rel: str):
     def load(data_dir: Path) -> list[Item]:
         path = data_dir / rel
         items = []
-        for lineno, rec in read_jsonl(path, {"query": str, "choices": list, "gold": int}):
+        for lineno, rec in iter_jsonl(path, {"query": str, "choices": list, "gold": int}):
             if not 0 <= rec["gold"] < len(rec["choices"]):
                 raise ImitlabError(f"{path}:{lineno}: field 'gold' = {rec['gold']} is not a choice index")
             question = rec["query"].removeprefix("Question:").strip()

@@ -5,15 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 from imitlab.errors import ImitlabError
-from imitlab.evals.data import read_jsonl
 from imitlab.evals.task import FewShot, Item, Task, register
+from imitlab.fileio import iter_jsonl
 
 
 def _loader(rel: str):  # returns a loader
     def load(data_dir: Path) -> list[Item]:
         path = data_dir / rel
         items = []
-        for lineno, rec in read_jsonl(path, {"question": str, "answer": str}):
+        for lineno, rec in iter_jsonl(path, {"question": str, "answer": str}):
             if "####" not in rec["answer"]:
                 raise ImitlabError(f"{path}:{lineno}: field 'answer' has no '#### <number>' final answer")
             final = rec["answer"].rsplit("####", 1)[1].strip()

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from imitlab.evals.data import read_jsonl
 from imitlab.evals.task import Item, Task, register
+from imitlab.fileio import iter_jsonl
 
 _FILE = "humaneval/HumanEval.jsonl.gz"
 
 
 def _load(data_dir: Path) -> list[Item]:
     fields = {"task_id": str, "prompt": str, "canonical_solution": str, "test": str, "entry_point": str}
-    return [{"id": rec["task_id"], **rec} for _, rec in read_jsonl(data_dir / _FILE, fields)]
+    return [{"id": rec["task_id"], **rec} for _, rec in iter_jsonl(data_dir / _FILE, fields)]
 
 
 register(

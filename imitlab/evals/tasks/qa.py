@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from imitlab.evals.data import read_jsonl
 from imitlab.evals.task import FewShot, Item, Task, register
+from imitlab.fileio import iter_jsonl
 
 _STOP = ("\n", ".", ",")  # lm-eval's nq_open / triviaqa stop strings
 
@@ -18,7 +18,7 @@ def _nq(rel: str):
     def load(data_dir: Path) -> list[Item]:
         return [
             {"id": str(lineno), "question": rec["question"], "answers": rec["answer"], "answer": rec["answer"][0]}
-            for lineno, rec in read_jsonl(data_dir / rel, {"question": str, "answer": list})
+            for lineno, rec in iter_jsonl(data_dir / rel, {"question": str, "answer": list})
         ]
 
     return load
@@ -48,7 +48,7 @@ _TRIVIA_SHOTS = 3  # the file's first items are the shots and are not scored
 
 def _trivia(data_dir: Path) -> list[Item]:
     items = []
-    for lineno, rec in read_jsonl(data_dir / _TRIVIA, {"context": str, "answer": str, "aliases": list}):
+    for lineno, rec in iter_jsonl(data_dir / _TRIVIA, {"context": str, "answer": str, "aliases": list}):
         question = rec["context"].removeprefix("Question:").removesuffix("Answer:").strip()
         answers = list(dict.fromkeys([rec["answer"], *rec["aliases"]]))
         items.append({"id": str(lineno), "question": question, "answers": answers, "answer": rec["answer"]})
