@@ -120,7 +120,7 @@ def test_pairs_file_errors(tmp_path: Path) -> None:
     s = RatingStore(tmp_path / "r.db")
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"id": "1", "prompt": "p", "a": "x", "b": "y"}\n{"id": "2", "prompt": "p", "a": "x"}\n')
-    with pytest.raises(ImitlabError, match=r"bad.jsonl:2: field 'b'"):
+    with pytest.raises(ImitlabError, match=r"bad.jsonl:2: missing field 'b'"):
         s.add_pairs(bad)
     assert s.ratings() == [] and s.progress("x") == (0, 0)  # the failed load left nothing behind
     good = write_pairs(tmp_path / "good.jsonl", 3)

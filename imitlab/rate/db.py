@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import hmac
-import json
 import secrets
 import sqlite3
 from collections.abc import Iterator
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from imitlab.errors import ImitlabError
+from imitlab.fileio import iter_jsonl
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -115,18 +115,7 @@ class RatingStore:
         with self.connect() as db:
             db.execute("BEGIN IMMEDIATE")
             try:
-                for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-                    if not line.strip():
-                        continue
-                    try:
-                        row = json.loads(line)
-                    except json.JSONDecodeError as exc:
-                        raise ImitlabError(f"{path}:{n}: not valid JSON ({exc.msg})") from exc
-                    if not isinstance(row.get("id"), str | int):
-                        raise ImitlabError(f"{path}:{n}: field 'id' is missing or not a string")
-                    for key in ("prompt", "a", "b"):
-                        if not isinstance(row.get(key), str):
-                            raise ImitlabError(f"{path}:{n}: field {key!r} is missing or not a string")
+                for n, row in iter_jsonl(path, {"id": (str, int), "prompt": str, "a": str, "b": str}):
                     values = (str(row["id"]), row["prompt"], row["a"], row["b"], model_a, model_b)
                     old = db.execute(
                         "SELECT prompt, answer_a, answer_b, model_a, model_b FROM pairs WHERE item_id=?", values[:1]
