@@ -24,7 +24,7 @@ import platform
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from imitlab.errors import ImitlabError
 from imitlab.fileio import atomic_write_text, repair_tail, sha256_file
@@ -187,32 +187,35 @@ def _source_info(source: str, answers: Answers, generated: Path) -> dict[str, An
     return {"spec": source, "answers_file": str(generated), "model": answers.model}
 
 
+class JudgeSettings(Protocol):
+    """What opening a judge needs; both :class:`JudgeConfig` and the style table's config have it."""
+
+    judge: str | None
+    judge_max_tokens: int
+    judge_temperature: float
+    parallel: int
+    cache: Path | None
+    base_url: str | None
+
+
 @contextlib.contextmanager
-def open_judge(
-    judge: str | None,
-    judge_fn: JudgeFn | None = None,
-    *,
-    max_tokens: int = 512,
-    temperature: float = 0.0,
-    parallel: int = 4,
-    cache: Path | None = None,
-    base_url: str | None = None,
-    timeout: float = 600.0,
-) -> Iterator[JudgeFn]:
+def open_judge(settings: JudgeSettings, judge_fn: JudgeFn | None = None, timeout: float = 600.0) -> Iterator[JudgeFn]:
     """A judge callable: ``judge_fn`` as given, else the ``judge`` model spec opened with ``open_chat``."""
     if judge_fn is not None:
         yield judge_fn
         return
-    if not judge:
+    if not settings.judge:
         raise ImitlabError("no judge model given")
     from imitlab.models.spec import open_chat, parse_spec
 
-    spec = parse_spec(judge, base_url=base_url)
-    with open_chat(spec, cache=cache, parallel=parallel) as client:
+    spec = parse_spec(settings.judge, base_url=settings.base_url)
+    with open_chat(spec, cache=settings.cache, parallel=settings.parallel) as client:
         client.timeout = timeout  # read when the client first connects
 
         async def call(messages: list[dict[str, str]]) -> str:
-            result = await client.achat(messages, max_tokens=max_tokens, temperature=temperature)
+            result = await client.achat(
+                messages, max_tokens=settings.judge_max_tokens, temperature=settings.judge_temperature
+            )
             return result.text
 
         yield call
@@ -249,15 +252,7 @@ def run_judge(config: JudgeConfig, judge_fn: JudgeFn | None = None) -> dict[str,
         raise ImitlabError(f"no prompt has answers from both sides ({len(excluded)} excluded); check the answer files")
     atomic_write_text(out / "pairs.jsonl", "".join(json.dumps(asdict(p), ensure_ascii=False) + "\n" for p in pairs))
     judgments = out / "judgments.jsonl"
-    with open_judge(
-        config.judge,
-        judge_fn,
-        max_tokens=config.judge_max_tokens,
-        temperature=config.judge_temperature,
-        parallel=config.parallel,
-        cache=config.cache,
-        base_url=config.base_url,
-    ) as call:
+    with open_judge(config, judge_fn) as call:
         records = asyncio.run(
             judge_pairs(
                 pairs,

@@ -179,15 +179,7 @@ def run_style(config: StyleConfig, judge_fn: JudgeFn | None = None) -> dict[str,
         rows += [{"column": name, **i} for i in items]
     if config.judge or judge_fn:
         text = {p.id: p.prompt for p in prompts}
-        with open_judge(
-            config.judge,
-            judge_fn,
-            max_tokens=config.judge_max_tokens,
-            temperature=config.judge_temperature,
-            parallel=config.parallel,
-            cache=config.cache,
-            base_url=config.base_url,
-        ) as call:
+        with open_judge(config, judge_fn) as call:
             for name, ans in columns.items():
                 paired = {r["id"]: ans.by_id[r["id"]] for r in rows if r["column"] == name}
                 verdicts = asyncio.run(judge_tone(paired, text, call, config.parallel))
