@@ -6,14 +6,19 @@ Thin: each command builds a config and calls one API function. Registered on the
 from __future__ import annotations
 
 import json
+from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from imitlab.errors import ImitlabError
+
+if TYPE_CHECKING:
+    from imitlab.models.client import ChatClient
+    from imitlab.models.spec import ModelSpec
 
 prompts_app = typer.Typer(help="Prompt sources: import files, self-instruct bootstrap, task-specific synthesis.")
 data_app = typer.Typer(help="Imitation sets: dedup, decontaminate, split, token-budget subsets.")
@@ -24,6 +29,12 @@ BaseUrlOpt = Annotated[str | None, typer.Option("--base-url", help="Base URL for
 CacheOpt = Annotated[Path | None, typer.Option("--cache", help="Cache root (default $IMITLAB_CACHE).")]
 InOpt = Annotated[Path, typer.Option("--in", help="Input data set (directory or conversations .jsonl).")]
 OutOpt = Annotated[Path, typer.Option("--out", help="Output data-set directory.")]
+# Options the teacher-driven prompt generators (self-instruct, synthesize) share.
+TeacherOpt = Annotated[str, typer.Option(help="Teacher model spec.")]
+ConcurrencyOpt = Annotated[int, typer.Option(help="Requests in flight.")]
+MaxRequestsOpt = Annotated[int | None, typer.Option(help="Stop after this many requests.")]
+TemperatureOpt = Annotated[float, typer.Option()]
+SeedOpt = Annotated[int, typer.Option()]
 
 
 def _summary(title: str, rows: dict[str, object]) -> None:
@@ -41,6 +52,14 @@ def _gen_summary(title: str, requests: int, parsed: int, dropped: dict[str, int]
 
 
 # -- prompts ---------------------------------------------------------------------------------------
+def _open_teacher(spec: ModelSpec, cache: Path | None, concurrency: int) -> AbstractContextManager[ChatClient]:
+    """The teacher as a chat client; a local one gets one llama.cpp slot per request in flight."""
+    from imitlab.models.spec import open_chat
+
+    kw = {"parallel": concurrency} if spec.kind in ("packaged", "gguf") else {}
+    return open_chat(spec, cache=cache, **kw)
+
+
 @prompts_app.command("import")
 def prompts_import(
     files: Annotated[list[Path], typer.Argument(help="JSON/JSONL (optionally .gz) or .txt files.")],
@@ -64,30 +83,29 @@ def prompts_import(
 
 @prompts_app.command("self-instruct")
 def prompts_self_instruct(
-    teacher: Annotated[str, typer.Option(help="Teacher model spec.")],
+    teacher: TeacherOpt,
     seeds: Annotated[
         list[Path], typer.Option("--seeds", help="Seed task file(s), e.g. self_instruct/seed_tasks.jsonl.")
     ],
     out: Annotated[Path, typer.Option("--out", help="Prompt-set JSONL to write.")],
     n: Annotated[int, typer.Option("-n", help="New instructions to keep.")] = 100,
     rouge: Annotated[float, typer.Option(help="Keep only if ROUGE-L F vs every kept instruction is below this.")] = 0.7,
-    concurrency: Annotated[int, typer.Option(help="Requests in flight.")] = 4,
-    max_requests: Annotated[int | None, typer.Option(help="Stop after this many requests.")] = None,
-    temperature: Annotated[float, typer.Option()] = 1.0,
-    seed: Annotated[int, typer.Option()] = 0,
+    concurrency: ConcurrencyOpt = 4,
+    max_requests: MaxRequestsOpt = None,
+    temperature: TemperatureOpt = 1.0,
+    seed: SeedOpt = 0,
     base_url: BaseUrlOpt = None,
     cache: CacheOpt = None,
 ) -> None:
     """Self-Instruct: the teacher writes new instructions from seed tasks (ROUGE-L < 0.7, blacklist)."""
-    from imitlab.models.spec import open_chat, parse_spec
+    from imitlab.models.spec import parse_spec
     from imitlab.prompts.schema import write_prompt_set
     from imitlab.prompts.selfinstruct import SelfInstructConfig, self_instruct
 
     cfg = SelfInstructConfig(seeds=list(seeds), n_instructions=n, rouge_threshold=rouge, concurrency=concurrency,
                              max_requests=max_requests, temperature=temperature, seed=seed)  # fmt: skip
     spec = parse_spec(teacher, base_url=base_url)
-    kw = {"parallel": concurrency} if spec.kind in ("packaged", "gguf") else {}
-    with open_chat(spec, cache=cache, **kw) as client, console.status("self-instruct ..."):
+    with _open_teacher(spec, cache, concurrency) as client, console.status("self-instruct ..."):
         result = self_instruct(client, cfg)
     write_prompt_set(out, result.records)
     _gen_summary(f"kept {len(result.records)} instructions -> {out}", result.requests, result.generated,
@@ -96,7 +114,7 @@ def prompts_self_instruct(
 
 @prompts_app.command("synthesize")
 def prompts_synthesize(
-    teacher: Annotated[str, typer.Option(help="Teacher model spec.")],
+    teacher: TeacherOpt,
     seeds: Annotated[Path, typer.Option("--seeds", help="QA seed file: {question, answer} JSON/JSONL (NQ-open dev).")],
     out: Annotated[Path, typer.Option("--out", help="Prompt-set JSONL to write (answers in meta.answer).")],
     n: Annotated[int, typer.Option("-n", help="QA pairs to keep.")] = 100,
@@ -105,24 +123,23 @@ def prompts_synthesize(
     conversations: Annotated[
         Path | None, typer.Option(help="Also write the QA pairs as an imitation data set in this directory.")
     ] = None,
-    concurrency: Annotated[int, typer.Option(help="Requests in flight.")] = 4,
-    max_requests: Annotated[int | None, typer.Option(help="Stop after this many requests.")] = None,
-    temperature: Annotated[float, typer.Option()] = 1.0,
-    seed: Annotated[int, typer.Option()] = 0,
+    concurrency: ConcurrencyOpt = 4,
+    max_requests: MaxRequestsOpt = None,
+    temperature: TemperatureOpt = 1.0,
+    seed: SeedOpt = 0,
     base_url: BaseUrlOpt = None,
     cache: CacheOpt = None,
 ) -> None:
     """Task-specific synthesis (the paper's NQ-synthetic): k of n seed QA pairs in, new QA pairs out."""
     from imitlab.data.dataset import write_dataset
-    from imitlab.models.spec import open_chat, parse_spec
+    from imitlab.models.spec import parse_spec
     from imitlab.prompts.schema import write_prompt_set
     from imitlab.prompts.synthesize import SynthConfig, qa_conversations, synthesize_qa
 
     cfg = SynthConfig(seed_file=seeds, n_pairs=n, k=k, n_seed=n_seed, concurrency=concurrency,
                       max_requests=max_requests, temperature=temperature, seed=seed)  # fmt: skip
     spec = parse_spec(teacher, base_url=base_url)
-    kw = {"parallel": concurrency} if spec.kind in ("packaged", "gguf") else {}
-    with open_chat(spec, cache=cache, **kw) as client, console.status("synthesizing QA pairs ..."):
+    with _open_teacher(spec, cache, concurrency) as client, console.status("synthesizing QA pairs ..."):
         result = synthesize_qa(client, cfg)
     write_prompt_set(out, result.records)
     if conversations is not None:
@@ -250,7 +267,7 @@ def data_split(
     inp: InOpt,
     out: Annotated[Path, typer.Option("--out", help="Directory for train/ and heldout/ data sets.")],
     heldout: Annotated[float, typer.Option(help="Held-out fraction (<1) or number of prompt groups (>=1).")] = 0.05,
-    seed: Annotated[int, typer.Option()] = 0,
+    seed: SeedOpt = 0,
 ) -> None:
     """Deterministic held-out split by prompt group: OUT/train and OUT/heldout."""
     from imitlab.data.dataset import write_dataset
@@ -273,7 +290,7 @@ def data_subset(
     student: Annotated[str, typer.Option(help="Student model spec whose tokenizer counts tokens.")] = (
         "smollm2-135m-instruct"
     ),
-    seed: Annotated[int, typer.Option()] = 0,
+    seed: SeedOpt = 0,
     cache: CacheOpt = None,
 ) -> None:
     """Nested, deterministic subsets that meet token budgets (counted with the student's tokenizer)."""

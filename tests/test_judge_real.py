@@ -67,7 +67,9 @@ def test_real_judge_run_through_llama_server(
 def test_real_style_tone_probe(smollm2_server: LlamaServer, files: dict[str, str], tmp_path: Path) -> None:
     result = run_style(
         StyleConfig(
-            teacher=files["teacher"], models={"smollm2": "openai:smollm2-135m-instruct"}, prompts=files["prompts"],
+            teacher=files["teacher"], prompts=files["prompts"],
+            # two columns: the judge's client must survive from the first column's requests to the second's
+            models={"smollm2": "openai:smollm2-135m-instruct", "copy": files["teacher"]},
             out=tmp_path / "style", judge="openai:smollm2-135m-instruct", judge_max_tokens=8,
             generation=GenerationParams(max_tokens=24, parallel=2), parallel=2, base_url=smollm2_server.base_url,
             n_resamples=200,
@@ -77,7 +79,8 @@ def test_real_style_tone_probe(smollm2_server: LlamaServer, files: dict[str, str
     assert col["n"] == 3
     assert col["authoritative_tone"]["n"] + col["tone_unparsed"] == 3
     rows = [json.loads(x) for x in (tmp_path / "style" / "style_items.jsonl").read_text().splitlines()]
-    assert all(isinstance(r["tone_raw"], str) for r in rows)
+    assert sorted({r["column"] for r in rows}) == ["copy", "smollm2"]
+    assert all(isinstance(r["tone_raw"], str) and not r["tone_raw"].startswith("error") for r in rows), rows
 
 
 def test_judge_cli_against_a_served_judge(smollm2_server: LlamaServer, files: dict[str, str], tmp_path: Path) -> None:

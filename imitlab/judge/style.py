@@ -179,10 +179,17 @@ def run_style(config: StyleConfig, judge_fn: JudgeFn | None = None) -> dict[str,
         rows += [{"column": name, **i} for i in items]
     if config.judge or judge_fn:
         text = {p.id: p.prompt for p in prompts}
+        paired = {
+            name: {r["id"]: ans.by_id[r["id"]] for r in rows if r["column"] == name} for name, ans in columns.items()
+        }
+
+        async def all_columns(call: JudgeFn) -> dict[str, dict[str, tuple[bool | None, str]]]:
+            # One event loop for every column: the judge's async client is bound to the loop it first ran on.
+            return {name: await judge_tone(paired[name], text, call, config.parallel) for name in columns}
+
         with open_judge(config, judge_fn) as call:
-            for name, ans in columns.items():
-                paired = {r["id"]: ans.by_id[r["id"]] for r in rows if r["column"] == name}
-                verdicts = asyncio.run(judge_tone(paired, text, call, config.parallel))
+            tone = asyncio.run(all_columns(call))
+            for name, verdicts in tone.items():
                 yes = [float(v) for v, _ in verdicts.values() if v is not None]
                 table[name]["authoritative_tone"] = bootstrap_ci(yes, n_resamples=config.n_resamples,
                                                                  seed=config.seed).as_dict()  # fmt: skip

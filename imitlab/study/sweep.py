@@ -57,6 +57,15 @@ def serve_teacher(config: SweepConfig) -> Iterator[Teacher]:
         yield Teacher(config.teacher, client.base_url, client.model)
 
 
+def _teacher_mode(config: SweepConfig) -> str:
+    """``eval.teacher_mode`` resolved: "auto" scores a local teacher on raw prompts, like the students."""
+    from imitlab.models.spec import parse_spec
+
+    if config.eval.teacher_mode != "auto":
+        return config.eval.teacher_mode
+    return "chat" if parse_spec(config.teacher).kind == "openai" else "completions"
+
+
 def _params_m(spec: str) -> float | None:
     from imitlab.models.catalog import packaged_models
 
@@ -349,6 +358,7 @@ def _evaluate(model: dict[str, Any], config: SweepConfig, cache: StageCache, tea
                 limit=e.limit,
                 seed=config.seed + 1234,
                 base_url=teacher.base_url if is_teacher else None,
+                api_mode=_teacher_mode(config) if is_teacher else "chat",
                 batch_size=e.batch_size,
                 concurrency=config.teacher_concurrency,
                 cache=Path(config.cache) if config.cache else None,

@@ -54,6 +54,10 @@ class EvalSection:
     benches: list[str] = field(default_factory=lambda: ["nq_open", "humaneval"])
     limit: int | None = 40
     batch_size: int = 8
+    # How the teacher is scored. "completions": the raw few-shot prompt, as the students (and lm-eval) see
+    # it; "chat": through the chat API, the only way into a proprietary model. "auto" picks completions for
+    # a local teacher (packaged, gguf:, hf:) and chat for an openai: endpoint.
+    teacher_mode: str = "auto"
 
 
 @dataclass
@@ -151,6 +155,10 @@ def check(config: SweepConfig, where: str) -> None:
             raise ImitlabError(f"{where}: data_kinds: unknown kind {kind!r}; known: broad, local")
     if "broad" in config.data_kinds and not config.broad.prompts:
         raise ImitlabError(f"{where}: broad.prompts: name at least one prompt file")
+    if config.eval.teacher_mode not in ("auto", "chat", "completions"):
+        raise ImitlabError(
+            f"{where}: eval.teacher_mode: {config.eval.teacher_mode!r} is not one of auto, chat, completions"
+        )
     for bench in config.eval.benches:
         try:
             get_task(bench)
