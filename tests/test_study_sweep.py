@@ -25,6 +25,7 @@ def test_demo_config_is_valid(monkeypatch: pytest.MonkeyPatch) -> None:
 
     config = load_sweep_config(yaml.safe_load(demo_config_text()))
     assert config.teacher == "qwen2.5-coder-0.5b-instruct" and config.bases == ["smollm2-135m-instruct"]
+    assert all(isinstance(config.eval.limit_for(b), int) for b in config.eval.benches)
 
 
 @pytest.mark.parametrize(
@@ -37,6 +38,11 @@ def test_demo_config_is_valid(monkeypatch: pytest.MonkeyPatch) -> None:
         ({"eval": {"benches": ["nq"]}}, "unknown benchmark 'nq'"),
         ({"data_kinds": ["wide"]}, "unknown kind 'wide'"),
         ({"budgets": [0]}, "budgets"),
+        ({"eval": {"teacher_mode": "raw"}}, "eval.teacher_mode: 'raw' is not one of"),
+        ({"eval": {"benches": ["nq_open"], "limit": {"mmlu": 5, "nq_open": 5}}}, "eval.limit: 'mmlu' is not in"),
+        ({"eval": {"benches": ["nq_open", "humaneval"], "limit": {"nq_open": 5}}}, "no limit for 'humaneval'"),
+        ({"eval": {"limit": 0}}, r"eval\.limit: give a positive"),
+        ({"eval": {"benches": ["nq_open"], "limit": {"nq_open": -1}}}, r"eval\.limit\.nq_open: give a positive"),
     ],
 )
 def test_bad_config_fails_before_any_work_naming_the_key(patch: dict, message: str) -> None:
@@ -137,3 +143,15 @@ def test_gpu_config_is_valid(monkeypatch: pytest.MonkeyPatch) -> None:
     path = resources.files("imitlab.study").joinpath("configs/gpu.yaml")
     config = load_sweep_config(Path(str(path)))
     assert config.teacher.startswith("openai:") and config.train.processes == 8
+
+
+def test_teacher_is_scored_like_the_students_when_local(monkeypatch: pytest.MonkeyPatch) -> None:
+    from imitlab.study.sweep import _teacher_mode
+
+    monkeypatch.setenv("IMITLAB_BASE_URL", "http://127.0.0.1:9/v1")
+
+    assert _teacher_mode(load_sweep_config(BASE)) == "completions"  # a packaged teacher: raw few-shot prompts
+    hosted = load_sweep_config({**BASE, "teacher": "openai:gpt-4o"})
+    assert _teacher_mode(hosted) == "chat"  # a chat API is the only way into a hosted model
+    forced = load_sweep_config({**BASE, "eval": {"teacher_mode": "chat"}})
+    assert _teacher_mode(forced) == "chat"

@@ -52,12 +52,17 @@ class TrainSection:
 @dataclass
 class EvalSection:
     benches: list[str] = field(default_factory=lambda: ["nq_open", "humaneval"])
-    limit: int | None = 40
+    # Items per benchmark (a fixed-seed sample; None = all): one number for every benchmark, or a mapping
+    # such as {nq_open: 100, humaneval: 20}, since a code problem costs far more than a short answer.
+    limit: int | dict[str, int | None] | None = 40
     batch_size: int = 8
     # How the teacher is scored. "completions": the raw few-shot prompt, as the students (and lm-eval) see
     # it; "chat": through the chat API, the only way into a proprietary model. "auto" picks completions for
     # a local teacher (packaged, gguf:, hf:) and chat for an openai: endpoint.
     teacher_mode: str = "auto"
+
+    def limit_for(self, bench: str) -> int | None:
+        return self.limit[bench] if isinstance(self.limit, dict) else self.limit
 
 
 @dataclass
@@ -164,3 +169,16 @@ def check(config: SweepConfig, where: str) -> None:
             get_task(bench)
         except ImitlabError as exc:
             raise ImitlabError(f"{where}: eval.benches: {exc}") from None
+    limits = config.eval.limit if isinstance(config.eval.limit, dict) else {"": config.eval.limit}
+    benches = ", ".join(config.eval.benches)
+    if isinstance(config.eval.limit, dict):
+        for bench in limits:
+            if bench not in config.eval.benches:
+                raise ImitlabError(f"{where}: eval.limit: {bench!r} is not in eval.benches ({benches})")
+        for bench in config.eval.benches:
+            if bench not in limits:
+                raise ImitlabError(f"{where}: eval.limit: no limit for {bench!r}; give one per benchmark (null = all)")
+    for bench, n in limits.items():
+        if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 1):
+            name = f"eval.limit.{bench}" if bench else "eval.limit"
+            raise ImitlabError(f"{where}: {name}: give a positive item count or null")
