@@ -32,7 +32,7 @@ from imitlab.collect.retry import Failure, MalformedResponse, RetryPolicy, class
 from imitlab.collect.store import AppendLog, load_done
 from imitlab.errors import ImitlabError
 from imitlab.fileio import atomic_write_text, read_jsonl, repair_tail, sha256_file
-from imitlab.models.client import ChatClient
+from imitlab.models.client import ChatClient, run_closing
 from imitlab.prompts.schema import PromptRecord, read_prompt_set
 
 log = logging.getLogger(__name__)
@@ -431,7 +431,8 @@ def collect(cfg: CollectConfig, *, client: ChatClient | None = None, console: Co
             client = stack.enter_context(open_chat(spec, cache=cfg.cache_root, **server_kwargs))
         stats = RunStats()
         try:
-            asyncio.run(collect_async(client, prompts, cfg, teacher_id=teacher_id, console=console, stats=stats))
+            work = collect_async(client, prompts, cfg, teacher_id=teacher_id, console=console, stats=stats)
+            run_closing(work, client)
         finally:
             manifest = build_manifest(cfg.out, cfg, prompts, stats)
             atomic_write_text(cfg.out / MANIFEST, json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")

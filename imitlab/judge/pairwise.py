@@ -24,7 +24,7 @@ import platform
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from imitlab.errors import ImitlabError
 from imitlab.fileio import atomic_write_text, repair_tail, sha256_file
@@ -40,6 +40,9 @@ from imitlab.judge.sources import (
     resolve_answers,
 )
 from imitlab.judge.templates import JudgeTemplate, load_template
+
+if TYPE_CHECKING:
+    from imitlab.models.client import ChatClient
 
 log = logging.getLogger(__name__)
 
@@ -198,9 +201,26 @@ class JudgeSettings(Protocol):
     base_url: str | None
 
 
+class ModelJudge:
+    """A judge model behind a chat client, called like a :data:`JudgeFn`."""
+
+    def __init__(self, client: ChatClient, max_tokens: int, temperature: float) -> None:
+        self.client, self.max_tokens, self.temperature = client, max_tokens, temperature
+
+    async def __call__(self, messages: list[dict[str, str]]) -> str:
+        result = await self.client.achat(messages, max_tokens=self.max_tokens, temperature=self.temperature)
+        return result.text
+
+    async def aclose(self) -> None:  # run_closing calls this before its event loop ends
+        await self.client.aclose()
+
+
 @contextlib.contextmanager
 def open_judge(settings: JudgeSettings, judge_fn: JudgeFn | None = None, timeout: float = 600.0) -> Iterator[JudgeFn]:
-    """A judge callable: ``judge_fn`` as given, else the ``judge`` model spec opened with ``open_chat``."""
+    """A judge callable: ``judge_fn`` as given, else the ``judge`` model spec opened with ``open_chat``.
+
+    Run it with ``run_closing(..., judge)`` so a model judge's connections close inside their event loop.
+    """
     if judge_fn is not None:
         yield judge_fn
         return
@@ -211,14 +231,7 @@ def open_judge(settings: JudgeSettings, judge_fn: JudgeFn | None = None, timeout
     spec = parse_spec(settings.judge, base_url=settings.base_url)
     with open_chat(spec, cache=settings.cache, parallel=settings.parallel) as client:
         client.timeout = timeout  # read when the client first connects
-
-        async def call(messages: list[dict[str, str]]) -> str:
-            result = await client.achat(
-                messages, max_tokens=settings.judge_max_tokens, temperature=settings.judge_temperature
-            )
-            return result.text
-
-        yield call
+        yield ModelJudge(client, settings.judge_max_tokens, settings.judge_temperature)
 
 
 def run_judge(config: JudgeConfig, judge_fn: JudgeFn | None = None) -> dict[str, Any]:
@@ -252,18 +265,12 @@ def run_judge(config: JudgeConfig, judge_fn: JudgeFn | None = None) -> dict[str,
         raise ImitlabError(f"no prompt has answers from both sides ({len(excluded)} excluded); check the answer files")
     atomic_write_text(out / "pairs.jsonl", "".join(json.dumps(asdict(p), ensure_ascii=False) + "\n" for p in pairs))
     judgments = out / "judgments.jsonl"
+    from imitlab.models.client import run_closing  # imported here: openai is slow to import
+
     with open_judge(config, judge_fn) as call:
-        records = asyncio.run(
-            judge_pairs(
-                pairs,
-                template,
-                call,
-                judgments,
-                use_reference=config.reference == "auto",
-                parallel=config.parallel,
-                judge_name=config.judge,
-            )
-        )
+        work = judge_pairs(pairs, template, call, judgments, use_reference=config.reference == "auto",
+                           parallel=config.parallel, judge_name=config.judge)  # fmt: skip
+        records = run_closing(work, call)
     items, numbers = summarize(pairs, records, config.flip, n_resamples=config.n_resamples, seed=config.seed)
     atomic_write_text(out / "items.jsonl", "".join(json.dumps(i) + "\n" for i in items))
     summary = {

@@ -244,6 +244,7 @@ def generate_answers(
     """
     import openai  # imported here: it is slow to import, and the CLI must start fast
 
+    from imitlab.models.client import run_closing
     from imitlab.models.spec import open_chat, parse_spec
 
     out = Path(out)
@@ -257,7 +258,7 @@ def generate_answers(
     with open_chat(spec, cache=cache, parallel=params.parallel) as client:
         client.timeout = params.timeout  # read when the client first connects
         try:
-            asyncio.run(_generate(client, spec.name, todo, out, params))
+            run_closing(_generate(client, spec.name, todo, out, params), client)
         except openai.OpenAIError as exc:
             finished = sum(1 for _ in read_records(out)) if out.is_file() else 0
             raise ImitlabError(

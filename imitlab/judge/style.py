@@ -184,11 +184,13 @@ def run_style(config: StyleConfig, judge_fn: JudgeFn | None = None) -> dict[str,
         }
 
         async def all_columns(call: JudgeFn) -> dict[str, dict[str, tuple[bool | None, str]]]:
-            # One event loop for every column: the judge's async client is bound to the loop it first ran on.
+            # One event loop for every column: a judge's connections belong to the loop that opened them.
             return {name: await judge_tone(paired[name], text, call, config.parallel) for name in columns}
 
+        from imitlab.models.client import run_closing  # imported here: openai is slow to import
+
         with open_judge(config, judge_fn) as call:
-            tone = asyncio.run(all_columns(call))
+            tone = run_closing(all_columns(call), call)
             for name, verdicts in tone.items():
                 yes = [float(v) for v, _ in verdicts.values() if v is not None]
                 table[name]["authoritative_tone"] = bootstrap_ci(yes, n_resamples=config.n_resamples,

@@ -6,16 +6,19 @@ call time and is never stored anywhere but in this object's memory (not in ``rep
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import openai
 
 from imitlab.errors import ImitlabError
 
 Message = dict[str, str]
+T = TypeVar("T")
 
 KEY_ENVS = ("IMITLAB_API_KEY", "OPENAI_API_KEY")
 # Local servers (llama.cpp, vLLM without --api-key) accept any key, but the openai client wants one.
@@ -90,9 +93,38 @@ class ChatClient:
         response = await self.async_client.chat.completions.create(model=self.model, messages=messages, **params)
         return _to_result(response, time.perf_counter() - start)
 
+    async def aclose(self) -> None:
+        """Close the async client from inside the event loop that used it.
+
+        Its pooled connections belong to that loop. Left open, the client is closed when garbage-collected,
+        inside whatever loop runs then, and that fails with "Event loop is closed"; and a later loop must not
+        reuse its connections. The next ``async_client`` access makes a fresh one.
+        """
+        if self._async is not None:
+            client, self._async = self._async, None
+            await client.close()
+
     def close(self) -> None:
         if self._sync is not None:
             self._sync.close()
+
+
+def run_closing(coro: Coroutine[Any, Any, T], *clients: object) -> T:
+    """``asyncio.run(coro)``, closing the clients' async side before the loop ends (see ``ChatClient.aclose``).
+
+    Anything without an ``aclose`` (a test double, a plain judge function) is skipped.
+    """
+
+    async def main() -> T:
+        try:
+            return await coro
+        finally:
+            for client in clients:
+                aclose = getattr(client, "aclose", None)
+                if aclose is not None:
+                    await aclose()
+
+    return asyncio.run(main())
 
 
 def _to_result(response: Any, latency: float) -> ChatResult:

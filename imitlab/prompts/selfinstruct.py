@@ -23,7 +23,7 @@ from pathlib import Path
 from rouge_score import rouge_scorer
 
 from imitlab.errors import ImitlabError
-from imitlab.models.client import ChatClient
+from imitlab.models.client import ChatClient, run_closing
 from imitlab.prompts.importers import import_prompts
 from imitlab.prompts.schema import PromptRecord
 
@@ -183,7 +183,7 @@ def self_instruct(client: ChatClient, cfg: SelfInstructConfig) -> SelfInstructRe
     seeds = [r.turns[0] for r in import_prompts(list(cfg.seeds)).records]
     if not seeds:
         raise ImitlabError("self-instruct needs at least one seed instruction")
-    result = asyncio.run(_generate(client, cfg, seeds))
+    result = run_closing(_generate(client, cfg, seeds), client)
     if not result.records:
         raise ImitlabError(
             f"self-instruct kept no instructions from {result.requests} requests "

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from imitlab.errors import ImitlabError
-from imitlab.models.client import ChatClient
+from imitlab.models.client import ChatClient, run_closing
 from imitlab.prompts.schema import PromptFormatError, PromptRecord, iter_json_records
 
 TEMPLATE = """Here are some examples of trivia questions with short answers:
@@ -175,7 +175,7 @@ def synthesize_qa(client: ChatClient, cfg: SynthConfig) -> SynthResult:
         raise ImitlabError("k and n_seed must be at least 1")
     pool = load_qa_seeds(cfg.seed_file)
     seeds = random.Random(cfg.seed).sample(pool, min(cfg.n_seed, len(pool)))
-    result = asyncio.run(_generate(client, cfg, seeds))
+    result = run_closing(_generate(client, cfg, seeds), client)
     if not result.records:
         raise ImitlabError(
             f"synthesis kept no QA pairs from {result.requests} requests ({result.parsed} parsed; "
