@@ -34,11 +34,12 @@ def est(value: float, low: float, high: float, n: int) -> dict[str, Any]:
     return {"value": value, "low": low, "high": high, "n": n, "confidence": 0.95}
 
 
-def judge(win_half: float, good: float, n: int = 20) -> dict[str, Any]:
+def judge(win_half: float, good: float, n: int = 20, first: float = 0.55) -> dict[str, Any]:
     return {
         "spec": "qwen2.5-coder-0.5b-instruct",
         "n": n,
         "unparsed": 1,
+        "position_bias": {"n": 2 * n, "A": first, "B": round(1 - first, 2), "tie": 0.0},
         "win": est(good - 0.2, good - 0.35, good - 0.05, n),
         "tie": est(0.2, 0.05, 0.35, n),
         "loss": est(1 - good, 0.8 - good, 1.2 - good, n),
@@ -89,7 +90,7 @@ def fake_results() -> dict[str, Any]:
         "smollm2-135m-instruct/broad/20000": {"judge": judge(0.30, 0.41), "human": None},
         "smollm2-135m-instruct/broad/80000": {"judge": judge(0.42, 0.55), "human": None},
         "smollm2-135m-instruct/local/20000": {"judge": judge(0.25, 0.33), "human": None},
-        "smollm2-135m-instruct/local/80000": {"judge": judge(0.28, 0.37), "human": None},
+        "smollm2-135m-instruct/local/80000": {"judge": judge(0.28, 0.37, first=1.0), "human": None},
         # human ratings in the rate stage's tally shape (counts + rates)
         "gemma3-270m/broad/20000": {"judge": judge(0.35, 0.47),
                                     "human": {"counts": {"win": 3, "tie": 2, "loss": 5},
@@ -165,6 +166,8 @@ def test_report_json_numbers(rendered: tuple[Path, str, dict[str, Any]]) -> None
     assert human["points"][0]["estimate"]["value"] == 0.4  # read from the tally's "rates"
     rows = {r["model"]: r for r in pref["rows"]}
     assert rows["smollm2-135m-instruct/broad/80000"]["judge"]["as_good_or_better"]["value"] == 0.55
+    assert pref["position_biased"] == ["smollm2-135m-instruct/local/80000"]
+    assert rows["smollm2-135m-instruct/broad/80000"]["judge_same_position"] == 0.55
     assert rows["gemma3-270m/broad/80000"]["judge"] is None
     style = {r["model"]: r["values"] for r in rep["style"]["rows"]}
     assert list(style) == ["base/smollm2-135m-instruct", "smollm2-135m-instruct/broad/80000", "teacher#2"]
@@ -193,6 +196,11 @@ def test_report_html_shows_cis_and_not_run(rendered: tuple[Path, str, dict[str, 
     assert len(images) == 3  # preference, benchmarks, size (two base sizes)
     assert all(base64.b64decode(i)[:4] == b"\x89PNG" for i in images)
     assert "http://" not in html and "https://" not in html  # self-contained
+    # one judge run picked position A every time: flagged by name, and its share shown in the table
+    warning = re.search(r'<p class="warn">(.*?)</p>', html, re.S)
+    assert warning is not None and "smollm2-135m-instruct/local/80000" in warning.group(1)
+    assert "1 of 8 models" in " ".join(warning.group(1).split())
+    assert ">100%</td>" in html and ">55%</td>" in html
 
 
 def test_model_text_is_escaped(rendered: tuple[Path, str, dict[str, Any]]) -> None:

@@ -24,6 +24,9 @@ SCHEMA = "imitlab.study/1"
 REPORT_SCHEMA = "imitlab.report/1"
 ROLES = ("teacher", "base", "imitation")
 DATA_KINDS = ("broad", "local")
+# A judge that puts the same position first in this share of its calls or more is ranking the order in which
+# the answers are shown, not the answers: the report says so next to its verdicts.
+POSITION_BIAS_WARN = 0.9
 # The preference measure we plot: a tie counts half, so a model indistinguishable from the teacher sits at
 # exactly 50% (the parity line) whatever the judge's tie rate. "As good or better" (the paper's crowd measure)
 # is shown next to it in the table; it is >= 50% for such a model, by as much as the judge calls ties.
@@ -234,6 +237,7 @@ def _preference(results, models, base_names, base_row, kinds) -> dict[str, Any]:
             if block and src == "judge":
                 row["judge_spec"] = block.get("spec")
                 row["judge_unparsed"] = block.get("unparsed", (block.get("counts") or {}).get("unparsed"))
+                row["judge_same_position"] = _same_position(block.get("position_bias"))
         rows.append(row)
     series = []
     for src in ("judge", "human"):
@@ -249,7 +253,16 @@ def _preference(results, models, base_names, base_row, kinds) -> dict[str, Any]:
                 if points:
                     series.append({"source": src, "base": base, "data_kind": kind, "points": points,
                                    "base_model": _rate(ref_block, metric)})  # fmt: skip
-    return {"metric": metric, "parity": 0.5, "rows": rows, "series": series}
+    biased = [r["model"] for r in rows if (r.get("judge_same_position") or 0) >= POSITION_BIAS_WARN]
+    return {"metric": metric, "parity": 0.5, "rows": rows, "series": series, "position_biased": biased}
+
+
+def _same_position(bias: Any) -> float | None:
+    """The larger of the judge's first- and second-position shares (0.5 = no preference for a position)."""
+    if not isinstance(bias, dict) or not bias.get("n"):
+        return None
+    shares = [bias.get(k) for k in ("A", "B") if isinstance(bias.get(k), int | float)]
+    return max(shares) if shares else None
 
 
 def _bench_est(results: dict[str, Any], model_id: str | None, bench: str, metric: str) -> dict[str, Any] | None:

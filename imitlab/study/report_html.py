@@ -12,6 +12,8 @@ from typing import Any
 
 from jinja2 import Environment, StrictUndefined
 
+from imitlab.study.report import POSITION_BIAS_WARN
+
 NOT_RUN = "not run"
 
 
@@ -37,4 +39,4 @@ def render_html(report: dict[str, Any], plots: dict[str, bytes]) -> str:
     env.filters.update(num=num, tokens=tokens)
     images = {name: base64.b64encode(png).decode("ascii") for name, png in plots.items()}
     template = env.from_string(resources.files("imitlab.study").joinpath("templates/report.html").read_text("utf-8"))
-    return template.render(r=report, img=images, NOT_RUN=NOT_RUN)
+    return template.render(r=report, img=images, NOT_RUN=NOT_RUN, POSITION_BIAS_WARN=POSITION_BIAS_WARN)

@@ -445,6 +445,9 @@ def _preferences(
                 "spec": judge_spec,
                 "n": summary.get("n_pairs"),
                 "unparsed": summary.get("counts", {}).get("unparsed"),
+                # share of calls that picked the first / second position: a judge that always picks one
+                # position ranks the order, not the answers
+                "position_bias": summary.get("position_bias"),
                 **rates,
             },
             "human": None,
