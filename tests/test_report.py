@@ -119,7 +119,8 @@ def fake_results() -> dict[str, Any]:
     manifests["base/smollm2-135m-instruct"] = {"eval": "stages/eval-<b>x</b>/manifest.json"}
     return {
         "schema": "imitlab.study/1",
-        "run": {"name": "fixture", "created": "2026-11-25T23:10:00Z", "seconds": 812.4, "config": {}},
+        "run": {"name": "fixture", "created": "2026-11-25T23:10:00Z", "seconds": 12.4, "config": {},
+                "stages_run": ["report-1"], "stages_reused": ["train-1", "eval-1", "eval-2"], "stage_seconds": 812.4},
         "teacher": "qwen2.5-coder-0.5b-instruct",
         "models": models,
         "benchmarks": benchmarks,
@@ -196,6 +197,8 @@ def test_report_html_shows_cis_and_not_run(rendered: tuple[Path, str, dict[str, 
     assert len(images) == 3  # preference, benchmarks, size (two base sizes)
     assert all(base64.b64decode(i)[:4] == b"\x89PNG" for i in images)
     assert "http://" not in html and "https://" not in html  # self-contained
+    # a rerun that reused stages says so, with what those stages cost when they ran
+    assert "this run took 12 s (3 of 4 stages reused, which took 812 s in all when they ran)" in " ".join(html.split())
     # one judge run picked position A every time: flagged by name, and its share shown in the table
     warning = re.search(r'<p class="warn">(.*?)</p>', html, re.S)
     assert warning is not None and "smollm2-135m-instruct/local/80000" in warning.group(1)

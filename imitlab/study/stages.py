@@ -34,6 +34,7 @@ class StageCache:
         self.on_event = on_event or (lambda what, stage: None)
         self.ran: list[str] = []
         self.reused: list[str] = []
+        self.stage_seconds = 0.0  # what every stage this sweep used took when it ran, reused ones included
 
     def path(self, stage: str, key: dict[str, Any]) -> Path:
         return self.root / f"{stage}-{stage_hash({'stage': stage, **key})}"
@@ -43,6 +44,7 @@ class StageCache:
         directory = self.path(stage, key)
         if (directory / DONE).is_file():
             self.reused.append(directory.name)
+            self.stage_seconds += _seconds(directory / DONE)
             self.on_event("cached", directory.name)
             return directory
         directory.mkdir(parents=True, exist_ok=True)
@@ -53,5 +55,13 @@ class StageCache:
         seconds = round(time.perf_counter() - started, 1)
         atomic_write_text(directory / DONE, json.dumps({"stage": stage, "seconds": seconds}))
         self.ran.append(directory.name)
+        self.stage_seconds += seconds
         self.on_event("done", directory.name)
         return directory
+
+
+def _seconds(done: Path) -> float:
+    try:
+        return float(json.loads(done.read_text()).get("seconds") or 0.0)
+    except (OSError, ValueError, TypeError, AttributeError):
+        return 0.0  # an older or hand-made marker: the stage counts as done, its time as unknown

@@ -144,7 +144,8 @@ def run_sweep(config: SweepConfig, run_dir: Path, console: Console | None = None
         "run": {
             "name": config.name,
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
-            "seconds": round(time.perf_counter() - started, 1),
+            "seconds": round(time.perf_counter() - started, 1),  # this invocation
+            "stage_seconds": round(cache.stage_seconds, 1),  # every stage's own run time, reused ones too
             "config": asdict(config),
             "stages_run": cache.ran,
             "stages_reused": cache.reused,
