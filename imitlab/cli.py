@@ -110,8 +110,10 @@ def serve(
 
     spec = parse_spec(model)
     gguf = resolve_gguf(spec, cache)
-    # Turn SIGTERM into KeyboardInterrupt so `kill` stops the server as cleanly as Ctrl-C does.
+    # Turn SIGTERM into KeyboardInterrupt so `kill` stops the server as cleanly as Ctrl-C does. SIGINT too:
+    # a shell starts background jobs with SIGINT ignored, and Python then leaves it ignored.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     with console.status(f"starting llama-server for {spec.name} ..."):
         server = LlamaServer(
             gguf, alias=spec.name, port=port, parallel=parallel, ctx_per_slot=ctx_per_slot, threads=threads
@@ -243,11 +245,21 @@ def sweep(
 @app.command()
 def report(
     run_dir: Annotated[Path, typer.Argument(help="Run directory holding results.json (from sweep or demo).")],
+    human: Annotated[
+        list[str] | None,
+        typer.Option("--human", help="MODEL_ID=RATINGS.db: people's ratings of that model vs the teacher (repeat)."),
+    ] = None,
 ) -> None:
     """The imitation-gap report: RUN_DIR/report.html (one self-contained page) and report.json."""
     from imitlab.study.report import write_report
 
-    html, numbers = write_report(run_dir)
+    ratings: dict[str, str | Path] = {}
+    for item in human or []:
+        model_id, sep, db = item.partition("=")  # model ids never hold "="; a path might
+        if not sep or not model_id or not db:
+            raise ImitlabError(f"--human {item!r}: expected MODEL_ID=RATINGS.db")
+        ratings[model_id] = Path(db)
+    html, numbers = write_report(run_dir, human=ratings)
     console.print(f"report: {html}\nnumbers: {numbers}\nmain plot: {run_dir / 'report_main.png'}", soft_wrap=True)
 
 

@@ -306,3 +306,38 @@ def test_report_in_headless_chromium(rendered: tuple[Path, str, dict[str, Any]])
             browser.close()
     assert dialogs == []
     assert (run / "report.png").stat().st_size > 10_000
+
+
+def test_human_ratings_join_the_preference_section(tmp_path: Path) -> None:
+    from imitlab.rate.db import RatingStore
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "results.json").write_text(json.dumps(fake_results()))
+    model = "smollm2-135m-instruct/local/20000"
+    pairs = tmp_path / "pairs.jsonl"  # as the sweep's judge stage writes them: a = the model, b = the teacher
+    rows = [{"id": f"k{i}", "prompt": f"p{i}", "a": f"mine {i}", "b": f"teacher {i}"} for i in range(4)]
+    pairs.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    store = RatingStore(tmp_path / "ratings.db")
+    store.add_pairs(pairs, model_a=model, model_b="teacher")
+    for rater in ("ann", "bob"):
+        store.add_rater(rater)
+        while (shown := store.next_pair(rater)) is not None:
+            # both prefer the model's answer on k0 and k1, the teacher's on k2, and call k3 a tie
+            want = {"k0": "a", "k1": "a", "k2": "b"}.get(shown.item_id)
+            choice = "tie" if want is None else ("A" if shown.left == want else "B")
+            assert store.submit(rater, shown.pair_id, choice)
+    _, json_path = write_report(run, human={model: tmp_path / "ratings.db"})
+    rows = {r["model"]: r for r in json.loads(json_path.read_text())["preference"]["rows"]}
+    human = rows[model]["human"]
+    assert human["win_rate_ties_half"]["value"] == pytest.approx((2 + 0.5) / 4)
+    assert human["as_good_or_better"]["value"] == pytest.approx(3 / 4)
+    assert rows[model]["judge"] is not None  # the judge's verdicts stay beside the people's
+    with pytest.raises(ImitlabError, match="no such model"):
+        write_report(run, human={"nobody": tmp_path / "ratings.db"})
+    with pytest.raises(ImitlabError, match="rating database not found"):
+        write_report(run, human={model: tmp_path / "missing.db"})
+    res = CliRunner().invoke(app, ["report", str(run), "--human", f"{model}={tmp_path / 'ratings.db'}"])
+    assert res.exit_code == 0, res.output
+    bad = CliRunner().invoke(app, ["report", str(run), "--human", "ratings.db"])
+    assert bad.exit_code != 0 and "expected MODEL_ID=RATINGS.db" in str(bad.exception)

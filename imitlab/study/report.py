@@ -51,8 +51,13 @@ class ReportConfig:
     dpi: int = 110  # PNG resolution of the inline plots
 
 
-def write_report(run_dir: str | Path, config: ReportConfig | None = None) -> tuple[Path, Path]:
-    """Read ``RUN_DIR/results.json``; write ``report.html``, ``report.json`` and ``report_main.png``."""
+def write_report(
+    run_dir: str | Path, config: ReportConfig | None = None, human: dict[str, str | Path] | None = None
+) -> tuple[Path, Path]:
+    """Read ``RUN_DIR/results.json``; write ``report.html``, ``report.json`` and ``report_main.png``.
+
+    ``human`` maps model ids to rating databases (``imitlab rate``) whose ratings join the preference section.
+    """
     from imitlab.study.report_html import render_html
     from imitlab.study.report_plots import render_plots
 
@@ -60,6 +65,8 @@ def write_report(run_dir: str | Path, config: ReportConfig | None = None) -> tup
     run_dir = Path(run_dir)
     source = run_dir / "results.json"
     results = load_results(source)
+    if human:
+        results = merge_human(results, human, where=str(source))
     report = build_report(results, max_samples=config.max_samples)
     report["source"] = {"file": source.name, "sha256": sha256_file(source)}
     plots = render_plots(report, dpi=config.dpi)
@@ -218,6 +225,31 @@ def build_report(results: dict[str, Any], *, max_samples: int = 8) -> dict[str, 
         "samples": _samples(results, by_id, max_samples),
         "manifests": {m["id"]: (results.get("manifests") or {}).get(m["id"]) for m in models},
     }
+
+
+def merge_human(results: dict[str, Any], human: dict[str, str | Path], where: str = "results.json") -> dict[str, Any]:
+    """Put people's ratings into ``results["preference"][model]["human"]``.
+
+    One rating database per model, filled from that model's judge pairs (``RUN/stages/judge-*/pairs.jsonl``,
+    where side a is the model and side b the teacher), so a win is the model's. Each item counts once, by the
+    majority of its raters, and the tally comes with bootstrap CIs (``imitlab.rate.report``).
+    """
+    from imitlab.rate.report import report as rating_report
+
+    ids = [m["id"] for m in results.get("models", []) if m.get("role") != "teacher"]
+    preference = dict(results.get("preference") or {})
+    for model_id, db in human.items():
+        if model_id not in ids:
+            raise ImitlabError(f"human ratings for {model_id!r}: no such model in {where}; models: {', '.join(ids)}")
+        if not Path(db).is_file():
+            raise ImitlabError(f"human ratings for {model_id!r}: rating database not found: {db}")
+        summary = rating_report(db)
+        if not summary["n_items_rated"]:
+            raise ImitlabError(f"human ratings for {model_id!r}: {db} holds no ratings yet")
+        block = {"source": str(db), "n": summary["n_items_rated"], "ratings": summary["n_ratings"],
+                 "raters": summary["inter_rater"]["raters"], **summary["human"]}  # fmt: skip
+        preference[model_id] = {**(preference.get(model_id) or {}), "human": block}
+    return {**results, "preference": preference}
 
 
 def _preference(results, models, base_names, base_row, kinds) -> dict[str, Any]:

@@ -439,11 +439,13 @@ def _preferences(
                 )
             )
 
-        summary = json.loads((cache.run("judge", key, run) / "summary.json").read_text())
+        judge_dir = cache.run("judge", key, run)
+        summary = json.loads((judge_dir / "summary.json").read_text())
         rates = summary.get("rates", {})
         preference[m["id"]] = {
             "judge": {
                 "spec": judge_spec,
+                "stage": f"stages/{judge_dir.name}",  # its pairs.jsonl is what people rate (imitlab rate)
                 "n": summary.get("n_pairs"),
                 "unparsed": summary.get("counts", {}).get("unparsed"),
                 # share of calls that picked the first / second position: a judge that always picks one
