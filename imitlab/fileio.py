@@ -87,6 +87,37 @@ def _type_names(kind: type | tuple[type, ...]) -> str:
     return " or ".join(k.__name__ for k in kinds)
 
 
+def iter_records(path: str | os.PathLike[str]) -> Iterator[tuple[str, int, Any]]:
+    """Yield ``(where, number, record)`` from a JSONL file or a JSON document (gzipped or not).
+
+    A file whose text starts with ``[``, or is named ``*.json``, is one JSON document: an array of records,
+    or a single record. Anything else is JSONL, blank lines skipped. ``where`` is ``file:LINE`` (JSONL) or
+    ``file: record N`` (array), for error messages. Records are not checked; callers check their shape.
+    """
+    from imitlab.errors import ImitlabError
+
+    path = Path(path)
+    if not path.is_file():
+        raise ImitlabError(f"file not found: {path}")
+    with open_text(path) as f:
+        head = f.read(4096).lstrip()
+    if head.startswith("[") or path.name.removesuffix(".gz").endswith(".json"):
+        with open_text(path) as f:
+            try:
+                data = json.load(f)
+            except json.JSONDecodeError as exc:
+                raise ImitlabError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from None
+        if isinstance(data, dict):  # a single record; {"data": [...]}-style wrappers are not guessed at
+            data = [data]
+        if not isinstance(data, list):
+            raise ImitlabError(f"{path}: expected a JSON array of records, got {type(data).__name__}")
+        for number, record in enumerate(data, 1):
+            yield f"{path}: record {number}", number, record
+        return
+    for lineno, record in _json_lines(path):
+        yield f"{path}:{lineno}", lineno, record
+
+
 def iter_jsonl(
     path: str | os.PathLike[str], required: dict[str, type | tuple[type, ...]] | None = None
 ) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -100,25 +131,31 @@ def iter_jsonl(
     path = Path(path)
     if not path.is_file():
         raise ImitlabError(f"file not found: {path}")
+    for lineno, record in _json_lines(path):
+        if not isinstance(record, dict):
+            raise ImitlabError(f"{path}:{lineno}: expected a JSON object, got {type(record).__name__}")
+        for name, kind in (required or {}).items():
+            if name not in record:
+                raise ImitlabError(f"{path}:{lineno}: missing field {name!r}")
+            if not isinstance(record[name], kind):
+                raise ImitlabError(
+                    f"{path}:{lineno}: field {name!r} should be {_type_names(kind)}, got {type(record[name]).__name__}"
+                )
+        yield lineno, record
+
+
+def _json_lines(path: Path) -> Iterator[tuple[int, Any]]:
+    """(line number, parsed value) for every non-blank line; a line that is not JSON names file and line."""
+    from imitlab.errors import ImitlabError
+
     with open_text(path) as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
                 continue
             try:
-                record = json.loads(line)
+                yield lineno, json.loads(line)
             except json.JSONDecodeError as exc:
                 raise ImitlabError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
-            if not isinstance(record, dict):
-                raise ImitlabError(f"{path}:{lineno}: expected a JSON object, got {type(record).__name__}")
-            for name, kind in (required or {}).items():
-                if name not in record:
-                    raise ImitlabError(f"{path}:{lineno}: missing field {name!r}")
-                if not isinstance(record[name], kind):
-                    raise ImitlabError(
-                        f"{path}:{lineno}: field {name!r} should be {_type_names(kind)}, "
-                        f"got {type(record[name]).__name__}"
-                    )
-            yield lineno, record
 
 
 def read_jsonl(path: str | os.PathLike[str]) -> list[dict[str, Any]]:

@@ -8,7 +8,15 @@ from pathlib import Path
 import pytest
 
 from imitlab.errors import ImitlabError
-from imitlab.fileio import atomic_path, atomic_write_text, clean_stale_temps, iter_jsonl, read_jsonl, repair_tail
+from imitlab.fileio import (
+    atomic_path,
+    atomic_write_text,
+    clean_stale_temps,
+    iter_jsonl,
+    iter_records,
+    read_jsonl,
+    repair_tail,
+)
 
 
 def test_atomic_write_leaves_the_old_file_when_the_writer_fails(tmp_path: Path) -> None:
@@ -73,3 +81,32 @@ def test_repair_tail_cuts_only_a_torn_last_line(tmp_path: Path) -> None:
     path.write_text('{"torn": ')  # a file that is nothing but a torn line
     assert repair_tail(path) == 9 and path.read_text() == ""
     assert repair_tail(tmp_path / "absent.jsonl") == 0
+
+
+def test_iter_records_reads_arrays_single_objects_and_jsonl(tmp_path: Path) -> None:
+    array = tmp_path / "a.json"
+    array.write_text('[{"id": 1},\n {"id": 2}]')
+    assert [(w.rsplit("/", 1)[1], n, r) for w, n, r in iter_records(array)] == [
+        ("a.json: record 1", 1, {"id": 1}),
+        ("a.json: record 2", 2, {"id": 2}),
+    ]
+    single = tmp_path / "one.json"
+    single.write_text('{\n  "id": "x"\n}\n')  # a pretty-printed single record is one record, not three lines
+    assert [r for _, _, r in iter_records(single)] == [{"id": "x"}]
+    lines = tmp_path / "l.jsonl"
+    lines.write_text('{"id": 1}\n\n[1, 2]\n')  # records are not checked here: callers check their shape
+    assert [(n, r) for _, n, r in iter_records(lines)] == [(1, {"id": 1}), (3, [1, 2])]
+    unlabelled = tmp_path / "arr.txt"
+    unlabelled.write_text('  [{"id": 3}]')  # an array is recognised by its first character, whatever the name
+    assert [r for _, _, r in iter_records(unlabelled)] == [{"id": 3}]
+
+
+def test_iter_records_errors_name_file_and_line(tmp_path: Path) -> None:
+    broken = tmp_path / "b.json"
+    broken.write_text('[{"id": 1},\n {"id": ]')
+    with pytest.raises(ImitlabError, match=r"b\.json:2: not valid JSON"):
+        list(iter_records(broken))
+    scalar = tmp_path / "s.json"
+    scalar.write_text("42")
+    with pytest.raises(ImitlabError, match=r"s\.json: expected a JSON array of records, got int"):
+        list(iter_records(scalar))

@@ -18,7 +18,7 @@ from typing import Any
 
 from imitlab.config import data_dir
 from imitlab.errors import ImitlabError
-from imitlab.fileio import iter_jsonl, open_text, repair_tail
+from imitlab.fileio import iter_records, repair_tail
 
 log = logging.getLogger(__name__)
 
@@ -52,25 +52,11 @@ def _norm(text: str) -> str:
 
 
 def read_records(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(line number, record) for a JSONL or JSON-list file, gzipped or not; bad rows name file and line."""
-    path = Path(path)
-    if not path.is_file():
-        raise ImitlabError(f"file not found: {path}")
-    with open_text(path) as f:
-        head = f.read(4096).lstrip()
-    if not head.startswith("["):
-        yield from iter_jsonl(path)
-        return
-    with open_text(path) as f:
-        text = f.read()
-    try:
-        rows = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ImitlabError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from exc
-    for n, row in enumerate(rows, 1):
+    """(line or item number, record) for a JSONL or JSON-list file, gzipped or not; bad rows name file and line."""
+    for where, number, row in iter_records(path):
         if not isinstance(row, dict):
-            raise ImitlabError(f"{path}: item {n}: expected a JSON object, got {type(row).__name__}")
-        yield n, row
+            raise ImitlabError(f"{where}: expected a JSON object, got {type(row).__name__}")
+        yield number, row
 
 
 def _first(row: dict[str, Any], fields: tuple[str, ...]) -> tuple[str, Any] | None:

@@ -11,7 +11,6 @@ the common case). ``id`` is unique within the set and stable across re-imports, 
 
 from __future__ import annotations
 
-import gzip
 import json
 import os
 from collections.abc import Iterable, Iterator
@@ -19,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from imitlab import fileio
 from imitlab.errors import ImitlabError
 from imitlab.fileio import atomic_path
 
@@ -41,44 +41,24 @@ class PromptRecord:
 
 def open_text(path: str | os.PathLike[str]) -> IO[str]:
     """Open a text file for reading, transparently un-gzipping ``*.gz``."""
-    path = Path(path)
-    if not path.is_file():
+    if not Path(path).is_file():
         raise PromptFormatError(f"{path}: file not found")
-    if path.suffix == ".gz":
-        return gzip.open(path, "rt", encoding="utf-8")
-    return open(path, encoding="utf-8")
+    return fileio.open_text(path)
 
 
 def iter_json_records(path: str | os.PathLike[str]) -> Iterator[tuple[str, int, Any]]:
-    """Yield ``(where, number, record)`` for a JSONL file or a JSON array.
+    """Yield ``(where, number, record)`` for a JSONL file or a JSON array (:func:`imitlab.fileio.iter_records`).
 
-    ``where`` is "file:LINE" for JSONL or "file: record N" for an array; ``number`` is the line or record number.
-
-    Blank JSONL lines are skipped; a line that is not JSON is an error naming the file and line.
+    ``where`` is "file:LINE" for JSONL or "file: record N" for an array; errors are :class:`PromptFormatError`.
     """
-    path = Path(path)
-    name = path.name.removesuffix(".gz")
-    with open_text(path) as f:
-        if name.endswith(".json"):
-            try:
-                data = json.load(f)
-            except json.JSONDecodeError as exc:
-                raise PromptFormatError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from None
-            if isinstance(data, dict):  # a single object, or {"data": [...]}-style wrappers are not guessed at
-                data = [data]
-            if not isinstance(data, list):
-                raise PromptFormatError(f"{path}: expected a JSON array of records, got {type(data).__name__}")
-            for i, record in enumerate(data, 1):
-                yield f"{path}: record {i}", i, record
-            return
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise PromptFormatError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
-            yield f"{path}:{lineno}", lineno, record
+    if not Path(path).is_file():
+        raise PromptFormatError(f"{path}: file not found")
+    try:
+        yield from fileio.iter_records(path)
+    except PromptFormatError:
+        raise
+    except ImitlabError as exc:
+        raise PromptFormatError(str(exc)) from None
 
 
 def _check_record(where: str, obj: Any) -> PromptRecord:
