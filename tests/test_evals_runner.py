@@ -156,6 +156,22 @@ def test_limit_gives_both_models_the_same_items(tmp_path: Path) -> None:
     assert sorted(r["id"] for r in _records(c.out, "mmlu")) != sorted(r["id"] for r in _records(a.out, "mmlu"))
 
 
+def test_limit_per_benchmark_in_one_run(tmp_path: Path) -> None:
+    backend = FakeLocal()
+    config = _config(tmp_path, ["mmlu", "arc_challenge"], limit={"mmlu": 5, "arc_challenge": 3})
+    summaries = run_eval(config, backend=backend)  # one backend (one model load) for both
+    assert summaries["mmlu"]["n"] == 5 and summaries["arc_challenge"]["n"] == 3
+    assert summaries["mmlu"]["limit"] == 5
+    # a per-benchmark limit of 5 picks the same items as a plain limit of 5
+    plain = _config(tmp_path / "plain", ["mmlu"], limit=5)
+    run_eval(plain, backend=FakeLocal())
+    assert sorted(r["id"] for r in _records(config.out, "mmlu")) == sorted(r["id"] for r in _records(plain.out, "mmlu"))
+    missing = _config(tmp_path / "missing", ["mmlu", "arc_challenge"], limit={"mmlu": 5})
+    with pytest.raises(ImitlabError, match="no item count for 'arc_challenge'"):
+        run_eval(missing, backend=FakeLocal())
+    assert not (tmp_path / "missing" / "out" / "mmlu.items.jsonl").exists()  # refused before scoring anything
+
+
 def test_mmlu_records_and_summary(tmp_path: Path) -> None:
     config = _config(tmp_path, ["mmlu"], limit=12)
     summary = run_eval(config, backend=FakeLocal())["mmlu"]

@@ -25,7 +25,7 @@ def test_demo_config_is_valid(monkeypatch: pytest.MonkeyPatch) -> None:
 
     config = load_sweep_config(yaml.safe_load(demo_config_text()))
     assert config.teacher == "qwen2.5-coder-0.5b-instruct" and config.bases == ["smollm2-135m-instruct"]
-    assert all(isinstance(config.eval.limit_for(b), int) for b in config.eval.benches)
+    assert isinstance(config.eval.limit, dict) and set(config.eval.limit) == set(config.eval.benches)
 
 
 @pytest.mark.parametrize(

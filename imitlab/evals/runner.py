@@ -45,7 +45,9 @@ class EvalConfig:
     benches: list[str]
     out: Path
     data_dir: Path | None = None
-    limit: int | None = None  # score a fixed-seed sample of this many items per benchmark
+    # Score a fixed-seed sample of this many items per benchmark (None = all): one number for every benchmark,
+    # or one per benchmark ({"nq_open": 100, "humaneval": 20}), since a code problem costs far more.
+    limit: int | dict[str, int | None] | None = None
     seed: int = 1234
     backend: str = "auto"  # auto: local weights -> "hf"; openai: -> "api". "api" also serves local GGUFs
     base_url: str | None = None
@@ -61,12 +63,19 @@ class EvalConfig:
     cache: Path | None = None
     ks: tuple[int, ...] = (1, 10, 100)
 
+    def limit_for(self, bench: str) -> int | None:
+        if not isinstance(self.limit, dict):
+            return self.limit
+        if bench not in self.limit:
+            raise ImitlabError(f"limit: no item count for {bench!r}; give one per benchmark (null = all)")
+        return self.limit[bench]
+
     def run_key(self, task: Task, data_hash: str) -> dict[str, Any]:
         """What an items file depends on; a resumed run must match it exactly."""
         return {
             "bench": task.name, "model": self.model, "backend": self.backend, "api_mode": self.api_mode,
-            "limit": self.limit, "seed": self.seed, "samples": self.samples, "temperature": self.temperature,
-            "max_tokens": self.max_tokens, "data_sha256": data_hash,
+            "limit": self.limit_for(task.name), "seed": self.seed, "samples": self.samples,
+            "temperature": self.temperature, "max_tokens": self.max_tokens, "data_sha256": data_hash,
         }  # fmt: skip
 
 
@@ -87,6 +96,8 @@ def run_eval(
     ``backend`` reuses an open backend (a loaded model, a client) instead of opening one from the spec.
     """
     tasks = [get_task(name) for name in config.benches]  # unknown names fail before any model loads
+    for task in tasks:
+        config.limit_for(task.name)  # as does a per-benchmark limit that misses one
     data = find_data_dir(config.data_dir)
     data_hashes = {t.name: _hash_files(check_files(t, data)) for t in tasks}
     config.out.mkdir(parents=True, exist_ok=True)
@@ -170,7 +181,7 @@ def _run_task(
     task: Task, backend: Backend, data: Path, data_hash: str, config: EvalConfig, progress: Callable[[str], None] | None
 ) -> dict[str, Any]:
     items = task.load(data)
-    selected = select_items(items, config.limit, config.seed)
+    selected = select_items(items, config.limit_for(task.name), config.seed)
     prepared = prepare(task, selected, data)
     if task.group:  # score a group's items together so its shared prefix is computed once per chunk
         prepared.sort(key=lambda p: str(p.item[task.group]))
@@ -197,8 +208,8 @@ def _run_task(
     records = [done[p.item["id"]] for p in prepared]
     summary = summarize(task, records, config)
     summary.update(
-        model=config.model, backend=getattr(backend, "name", "?"), n_available=len(items), limit=config.limit,
-        seed=config.seed, scored_this_run=len(todo), elapsed_s=round(elapsed, 3),
+        model=config.model, backend=getattr(backend, "name", "?"), n_available=len(items),
+        limit=config.limit_for(task.name), seed=config.seed, scored_this_run=len(todo), elapsed_s=round(elapsed, 3),
         items_per_s=round(len(todo) / elapsed, 3) if todo and elapsed > 0 else None,
         backend_stats=dict(getattr(backend, "stats", {})),
     )  # fmt: skip

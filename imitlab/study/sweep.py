@@ -350,26 +350,25 @@ def _evaluate(model: dict[str, Any], config: SweepConfig, cache: StageCache, tea
     key = {"model": model["dir"] or model["spec"], **asdict(e), "seed": config.seed}
 
     def run(d: Path) -> None:
-        for bench in e.benches:  # one call per benchmark: each has its own item limit
-            run_eval(
-                EvalConfig(
-                    model=teacher.api_spec if is_teacher else model["spec"],
-                    benches=[bench],
-                    out=d,
-                    data_dir=Path(data_dir),
-                    limit=e.limit_for(bench),
-                    seed=config.seed + 1234,
-                    base_url=teacher.base_url if is_teacher else None,
-                    api_mode=_teacher_mode(config) if is_teacher else "chat",
-                    batch_size=e.batch_size,
-                    concurrency=config.teacher_concurrency,
-                    cache=Path(config.cache) if config.cache else None,
-                )
+        run_eval(
+            EvalConfig(
+                model=teacher.api_spec if is_teacher else model["spec"],
+                benches=e.benches,
+                out=d,
+                data_dir=Path(data_dir),
+                limit=e.limit,
+                seed=config.seed + 1234,
+                base_url=teacher.base_url if is_teacher else None,
+                api_mode=_teacher_mode(config) if is_teacher else "chat",
+                batch_size=e.batch_size,
+                concurrency=config.teacher_concurrency,
+                cache=Path(config.cache) if config.cache else None,
             )
+        )
 
     directory = cache.run("eval", key, run)
-    summaries = {b: json.loads((directory / f"{b}.summary.json").read_text()) for b in e.benches}
-    return {b: {"n": s["n"], "metrics": s["metrics"], "methods": s.get("methods", {})} for b, s in summaries.items()}
+    summary = json.loads((directory / "summary.json").read_text())
+    return {b: {"n": s["n"], "metrics": s["metrics"], "methods": s.get("methods", {})} for b, s in summary.items()}
 
 
 # -- preference and style -----------------------------------------------------------------------------

@@ -61,9 +61,6 @@ class EvalSection:
     # a local teacher (packaged, gguf:, hf:) and chat for an openai: endpoint.
     teacher_mode: str = "auto"
 
-    def limit_for(self, bench: str) -> int | None:
-        return self.limit[bench] if isinstance(self.limit, dict) else self.limit
-
 
 @dataclass
 class JudgeSection:
