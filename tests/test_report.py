@@ -337,6 +337,8 @@ def test_human_ratings_join_the_preference_section(tmp_path: Path) -> None:
         write_report(run, human={"nobody": tmp_path / "ratings.db"})
     with pytest.raises(ImitlabError, match="rating database not found"):
         write_report(run, human={model: tmp_path / "missing.db"})
+    with pytest.raises(ImitlabError, match=r"rates side a = smollm2-135m-instruct/local/20000; load that model's"):
+        write_report(run, human={"smollm2-135m-instruct/broad/20000": tmp_path / "ratings.db"})  # another model
     res = CliRunner().invoke(app, ["report", str(run), "--human", f"{model}={tmp_path / 'ratings.db'}"])
     assert res.exit_code == 0, res.output
     bad = CliRunner().invoke(app, ["report", str(run), "--human", "ratings.db"])

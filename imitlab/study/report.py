@@ -246,6 +246,12 @@ def merge_human(results: dict[str, Any], human: dict[str, str | Path], where: st
         summary = rating_report(db)
         if not summary["n_items_rated"]:
             raise ImitlabError(f"human ratings for {model_id!r}: {db} holds no ratings yet")
+        sides = {a for a, _ in summary["models"]}
+        if sides != {model_id}:  # a win must be the model's: side a of every rated pair is that model
+            raise ImitlabError(
+                f"human ratings for {model_id!r}: {db} rates side a = {', '.join(sorted(sides))}; load that model's "
+                f"judge pairs with `imitlab rate init --model-a {model_id} --model-b teacher`"
+            )
         block = {"source": str(db), "n": summary["n_items_rated"], "ratings": summary["n_ratings"],
                  "raters": summary["inter_rater"]["raters"], **summary["human"]}  # fmt: skip
         preference[model_id] = {**(preference.get(model_id) or {}), "human": block}
