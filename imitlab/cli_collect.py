@@ -6,19 +6,14 @@ Thin: each command builds a config and calls one API function. Registered on the
 from __future__ import annotations
 
 import json
-from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from imitlab.errors import ImitlabError
-
-if TYPE_CHECKING:
-    from imitlab.models.client import ChatClient
-    from imitlab.models.spec import ModelSpec
 
 prompts_app = typer.Typer(help="Prompt sources: import files, self-instruct bootstrap, task-specific synthesis.")
 data_app = typer.Typer(help="Imitation sets: dedup, decontaminate, split, token-budget subsets.")
@@ -52,14 +47,6 @@ def _gen_summary(title: str, requests: int, parsed: int, dropped: dict[str, int]
 
 
 # -- prompts ---------------------------------------------------------------------------------------
-def _open_teacher(spec: ModelSpec, cache: Path | None, concurrency: int) -> AbstractContextManager[ChatClient]:
-    """The teacher as a chat client; a local one gets one llama.cpp slot per request in flight."""
-    from imitlab.models.spec import open_chat
-
-    kw = {"parallel": concurrency} if spec.kind in ("packaged", "gguf") else {}
-    return open_chat(spec, cache=cache, **kw)
-
-
 @prompts_app.command("import")
 def prompts_import(
     files: Annotated[list[Path], typer.Argument(help="JSON/JSONL (optionally .gz) or .txt files.")],
@@ -98,14 +85,14 @@ def prompts_self_instruct(
     cache: CacheOpt = None,
 ) -> None:
     """Self-Instruct: the teacher writes new instructions from seed tasks (ROUGE-L < 0.7, blacklist)."""
-    from imitlab.models.spec import parse_spec
+    from imitlab.models.spec import open_chat, parse_spec
     from imitlab.prompts.schema import write_prompt_set
     from imitlab.prompts.selfinstruct import SelfInstructConfig, self_instruct
 
     cfg = SelfInstructConfig(seeds=list(seeds), n_instructions=n, rouge_threshold=rouge, concurrency=concurrency,
                              max_requests=max_requests, temperature=temperature, seed=seed)  # fmt: skip
     spec = parse_spec(teacher, base_url=base_url)
-    with _open_teacher(spec, cache, concurrency) as client, console.status("self-instruct ..."):
+    with open_chat(spec, cache=cache, parallel=concurrency) as client, console.status("self-instruct ..."):
         result = self_instruct(client, cfg)
     write_prompt_set(out, result.records)
     _gen_summary(f"kept {len(result.records)} instructions -> {out}", result.requests, result.generated,
@@ -132,14 +119,14 @@ def prompts_synthesize(
 ) -> None:
     """Task-specific synthesis (the paper's NQ-synthetic): k of n seed QA pairs in, new QA pairs out."""
     from imitlab.data.dataset import write_dataset
-    from imitlab.models.spec import parse_spec
+    from imitlab.models.spec import open_chat, parse_spec
     from imitlab.prompts.schema import write_prompt_set
     from imitlab.prompts.synthesize import SynthConfig, qa_conversations, synthesize_qa
 
     cfg = SynthConfig(seed_file=seeds, n_pairs=n, k=k, n_seed=n_seed, concurrency=concurrency,
                       max_requests=max_requests, temperature=temperature, seed=seed)  # fmt: skip
     spec = parse_spec(teacher, base_url=base_url)
-    with _open_teacher(spec, cache, concurrency) as client, console.status("synthesizing QA pairs ..."):
+    with open_chat(spec, cache=cache, parallel=concurrency) as client, console.status("synthesizing QA pairs ..."):
         result = synthesize_qa(client, cfg)
     write_prompt_set(out, result.records)
     if conversations is not None:

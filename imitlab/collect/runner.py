@@ -425,10 +425,9 @@ def collect(cfg: CollectConfig, *, client: ChatClient | None = None, console: Co
             from imitlab.models.spec import open_chat, parse_spec
 
             spec = parse_spec(cfg.teacher, base_url=cfg.base_url)
-            server_kwargs: dict[str, Any] = {}
-            if spec.kind in ("packaged", "gguf"):  # one llama.cpp slot per request in flight
-                server_kwargs = {"parallel": cfg.concurrency, "ctx_per_slot": cfg.ctx_per_slot}
-            client = stack.enter_context(open_chat(spec, cache=cfg.cache_root, **server_kwargs))
+            # a local teacher's llama.cpp server gets one slot per request in flight
+            server = {"parallel": cfg.concurrency, "ctx_per_slot": cfg.ctx_per_slot}
+            client = stack.enter_context(open_chat(spec, cache=cfg.cache_root, **server))
         stats = RunStats()
         try:
             work = collect_async(client, prompts, cfg, teacher_id=teacher_id, console=console, stats=stats)

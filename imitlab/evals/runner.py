@@ -128,8 +128,7 @@ def open_backend(config: EvalConfig) -> Iterator[Backend]:
         from imitlab.evals.api_backend import APIBackend
 
         # A local GGUF gets a llama.cpp server with one decoding slot per concurrent request.
-        server_kwargs = {"parallel": config.concurrency} if spec.kind != "openai" else {}
-        with open_chat(spec, cache=config.cache, **server_kwargs) as client:
+        with open_chat(spec, cache=config.cache, parallel=config.concurrency) as client:
             backend = APIBackend(client, concurrency=config.concurrency, mode=config.api_mode)
             backend.spec = str(spec)  # type: ignore[attr-defined]
             try:

@@ -112,7 +112,11 @@ def resolve_hf(spec: ModelSpec, cache: str | Path | None = None) -> str:
 def open_chat(
     spec: ModelSpec, *, cache: str | Path | None = None, api_key: str | None = None, **server_kwargs: Any
 ) -> Iterator[ChatClient]:
-    """A chat client for any spec; GGUF and packaged models get a llama.cpp server for the duration."""
+    """A chat client for any spec; GGUF and packaged models get a llama.cpp server for the duration.
+
+    ``server_kwargs`` (``parallel``, ``ctx_per_slot``, ...) configure that server; an ``openai:`` endpoint has
+    none to start, so callers pass them whatever the spec and they are ignored there.
+    """
     if spec.kind == "openai":
         assert spec.base_url is not None
         client = ChatClient(spec.base_url, spec.target, api_key=api_key)
