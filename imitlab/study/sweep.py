@@ -8,6 +8,7 @@ reference answers and the judge, all through its OpenAI-compatible API.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
@@ -303,10 +304,17 @@ def _decontaminate(raw: Path, out: Path, data_dir: str, eval_sets: list[str]) ->
 def _student_tokens(data: Path, base: str, config: SweepConfig) -> int:
     from imitlab.data.schema import read_conversations
     from imitlab.data.subset import count_tokens
+
+    tokenizer = _tokenizer(base, config.cache)
+    return sum(count_tokens(tokenizer, r["messages"]) for r in read_conversations(data))
+
+
+@functools.lru_cache(maxsize=8)
+def _tokenizer(base: str, cache: str | None) -> Any:
+    """A base model's tokenizer, loaded once per sweep process (every data kind counts tokens with it)."""
     from imitlab.models.tokenizer import load_tokenizer
 
-    tokenizer = load_tokenizer(base, config.cache)
-    return sum(count_tokens(tokenizer, r["messages"]) for r in read_conversations(data))
+    return load_tokenizer(base, cache)
 
 
 # -- train --------------------------------------------------------------------------------------------
