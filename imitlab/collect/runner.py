@@ -26,13 +26,13 @@ import openai
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from imitlab.collect.cache import ResponseCache, cache_key, default_cache_path
 from imitlab.collect.config import CollectConfig
-from imitlab.collect.retry import Failure, MalformedResponse, RetryPolicy, classify
 from imitlab.collect.store import AppendLog, load_done
 from imitlab.errors import ImitlabError
 from imitlab.fileio import atomic_write_text, read_jsonl, repair_tail, sha256_file
 from imitlab.models.client import ChatClient, run_closing
+from imitlab.models.response_cache import ResponseCache, cache_key, default_cache_path
+from imitlab.models.retry import Failure, MalformedResponse, RetryPolicy, classify
 from imitlab.prompts.schema import PromptRecord, read_prompt_set
 
 log = logging.getLogger(__name__)

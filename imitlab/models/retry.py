@@ -99,7 +99,9 @@ def classify(exc: BaseException) -> Failure:
     if isinstance(exc, openai.APIConnectionError):
         return Failure(f"connection error: {_short(str(exc.__cause__ or exc))}", retryable=True)
     # A 200 whose body is not the JSON we expect: the openai client raises a decode or validation error.
-    if isinstance(exc, json.JSONDecodeError | openai.APIResponseValidationError | pydantic.ValidationError):
+    # A body cut inside a multi-byte UTF-8 character fails to decode: the same cut body, so retryable too.
+    if isinstance(exc, json.JSONDecodeError | UnicodeDecodeError | openai.APIResponseValidationError
+                  | pydantic.ValidationError):  # fmt: skip
         return Failure(f"malformed response: {_short(str(exc))}", retryable=True)
     if isinstance(exc, MalformedResponse):
         return Failure(f"malformed response: {exc}", retryable=True)
