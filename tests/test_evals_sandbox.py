@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from imitlab.config import data_dir
-from imitlab.evals.sandbox import Limits, humaneval_program, isolation, run_many, run_program
+from imitlab.evals import sandbox
+from imitlab.evals.sandbox import NOBODY, Limits, humaneval_program, isolation, run_many, run_program
 
 FAST = Limits(timeout_s=3.0, memory_mb=512)
 
@@ -103,11 +104,82 @@ def test_socket_fails() -> None:
             server.accept()[0].close()
 
 
-def test_os_isolation_is_reported() -> None:
-    info = isolation()
+# Runs inside the sandbox and reports what it finds there: its user, its network namespace, whether a socket opens.
+_PROBE = """
+import json, os, sys
+seen = {"euid": os.geteuid(), "net": os.readlink("/proc/self/ns/net")}
+with open("/proc/self/uid_map") as f:
+    seen["uid_map"] = [[int(x) for x in line.split()] for line in f if line.strip()]
+try:
+    import socket
+    socket.socket().close()
+    seen["socket"] = "opened"
+except PermissionError as exc:
+    seen["socket"] = str(exc)
+sys.stderr.write("PROBE " + json.dumps(seen))
+"""
+
+
+def _host_uid(uid: int, uid_map: list[list[int]]) -> int:
+    """The user ID in this process's namespace that ``uid`` in the sandbox's namespace stands for."""
+    for inside, outside, count in uid_map:
+        if inside <= uid < inside + count:
+            return outside + uid - inside
+    raise AssertionError(f"uid {uid} is not mapped: {uid_map}")
+
+
+def _check_isolation_is_what_the_sandbox_gets(info: dict[str, object]) -> None:
+    """Every layer isolation() reports, checked from inside a sandboxed child."""
+    result = run_program(_PROBE, FAST)
+    assert result.passed, result.stderr_tail
+    seen = json.loads(result.stderr_tail.rsplit("PROBE ", 1)[1])
+    child_uid = _host_uid(seen["euid"], seen["uid_map"])
+    assert info["user"] in ("nobody", "same"), info
+    assert child_uid == ({"nobody": NOBODY, "same": os.geteuid()}[info["user"]]), (info, seen)  # type: ignore[index]
+    own_net = os.readlink("/proc/self/ns/net")
+    assert info["network"] in ("unshare -n", "unshare -rn", "audit hook only"), info
+    if info["network"] == "audit hook only":
+        assert seen["net"] == own_net, (info, seen)
+    else:
+        assert seen["net"] != own_net, (info, seen)  # a network namespace of its own: no host interfaces
+    assert info["interpreter"] == "audit hook", info
+    assert seen["socket"].startswith("sandbox: socket"), seen  # the audit hook refused it
+
+
+def _check_as_the_old_test_did(info: dict[str, object]) -> None:
+    """The test this file had before issue 15: it cannot fail when not root (every branch says "audit hook")."""
     assert info["interpreter"] == "audit hook"
     if os.geteuid() == 0:
+        assert info["user"] == "nobody"
+
+
+def test_os_isolation_is_reported() -> None:
+    info = isolation()
+    if os.geteuid() == 0:
         assert info["user"] == "nobody"  # as root the child must not keep root's rights
+    _check_isolation_is_what_the_sandbox_gets(info)
+
+
+def _claims_more_than_it_gives() -> dict[str, object]:
+    """A broken isolation(): the report of the root branch, with no command prefix to make it true."""
+    return {"prefix": [], "network": "unshare -n", "user": "nobody", "interpreter": "audit hook"}
+
+
+@pytest.mark.parametrize(
+    ("broken", "caught_by"),
+    [("report without prefix", r"'euid': \d+"), ("guard without audit hook", r"'socket': 'opened'")],
+)
+def test_a_false_isolation_report_is_caught(broken: str, caught_by: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    if broken == "report without prefix":
+        monkeypatch.setattr(sandbox, "isolation", _claims_more_than_it_gives)
+    else:
+        unhooked = sandbox._GUARD.replace("sys.addaudithook(_hook)\n", "")
+        assert unhooked != sandbox._GUARD, "the guard no longer installs its hook this way; update this test"
+        monkeypatch.setattr(sandbox, "_GUARD", unhooked)
+    info = sandbox.isolation()
+    _check_as_the_old_test_did(info)  # the old test passes it
+    with pytest.raises(AssertionError, match=caught_by):  # the new check fails it, on what the child saw
+        _check_isolation_is_what_the_sandbox_gets(info)
 
 
 @pytest.mark.real
