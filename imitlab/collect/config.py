@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from imitlab.errors import ImitlabError
+from imitlab.models.engine import EngineSettings
 
 
 @dataclass
@@ -47,6 +48,15 @@ class CollectConfig:
             raise ImitlabError(f"timeout must be positive, not {self.timeout}")
         if self.max_retries < 0:
             raise ImitlabError(f"max_retries must be 0 or more, not {self.max_retries}")
+
+    def engine_settings(self) -> EngineSettings:
+        """How the request engine talks to the teacher when collection opens it itself."""
+        return EngineSettings(
+            concurrency=self.concurrency, timeout=self.timeout, max_retries=self.max_retries,
+            backoff_base=self.backoff_base, backoff_max=self.backoff_max, use_cache=self.use_cache,
+            cache_path=self.cache_path, cache_root=self.cache_root, price_prompt_per_m=self.price_prompt_per_m,
+            price_completion_per_m=self.price_completion_per_m, progress=self.progress,
+        )  # fmt: skip
 
     def sampling_params(self) -> dict[str, Any]:
         """The OpenAI body parameters sent with every request (and part of the cache key)."""

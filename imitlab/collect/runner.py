@@ -3,36 +3,33 @@
 Public entry point: :func:`collect`. Output directory (a data set, see docs/collect.md)::
 
     conversations.jsonl   one record per (prompt, sample), appended as answers arrive
-    failures.jsonl        one line per prompt that ended failed in some run, with the reason
+    failures.jsonl        one line per (prompt, sample) that is failed now: reason, attempts, prompt hash
     settings.json         teacher, sampling parameters and system prompt; a resume must match them
     manifest.json         counts, tokens, cost, failures, hashes (rewritten atomically at the end of a run)
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
+import hashlib
 import json
 import logging
-import random
 import time
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import openai
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from imitlab.collect.config import CollectConfig
 from imitlab.collect.store import AppendLog, load_done
 from imitlab.errors import ImitlabError
 from imitlab.fileio import atomic_write_text, read_jsonl, repair_tail, sha256_file
-from imitlab.models.client import ChatClient, run_closing
-from imitlab.models.response_cache import ResponseCache, cache_key, default_cache_path
-from imitlab.models.retry import Failure, MalformedResponse, RetryPolicy, classify
+from imitlab.models.api_model import APIModel, open_model
+from imitlab.models.client import ChatClient
+from imitlab.models.engine import EngineAborted, Request, RequestEngine, RequestFailed
 from imitlab.prompts.schema import PromptRecord, read_prompt_set
 
 log = logging.getLogger(__name__)
@@ -47,17 +44,6 @@ class CollectAborted(ImitlabError):
     """A failure that would hit every prompt alike (bad key, unknown model): the run stops."""
 
 
-class _JobFailed(Exception):
-    def __init__(self, failure: Failure, attempts: int) -> None:
-        super().__init__(failure.reason)
-        self.failure = failure
-        self.attempts = attempts
-
-
-class _EmptyCompletion(Exception):
-    pass
-
-
 @dataclass
 class RunStats:
     """What this run did (the manifest also totals the whole output file)."""
@@ -70,6 +56,7 @@ class RunStats:
     prompt_tokens: int = 0  # fresh (not cached) requests only
     completion_tokens: int = 0
     failure_reasons: Counter[str] = field(default_factory=Counter)
+    anomalies: Counter[str] = field(default_factory=Counter)  # responses refused as not belonging to a request
     elapsed_s: float = 0.0
 
     @property
@@ -93,126 +80,56 @@ def record_id(prompt_id: str, sample: int) -> str:
 
 
 def teacher_identity(teacher: str, base_url: str | None = None) -> str:
-    """What the cache key calls the teacher: stable across runs (a local server's port changes each time)."""
+    """What the cache key and settings.json call the teacher: stable across runs and ports."""
+    from imitlab.models.api_model import model_identity
     from imitlab.models.spec import parse_spec
 
-    spec = parse_spec(teacher, base_url=base_url)
-    if spec.kind == "packaged":
-        from imitlab.models.catalog import get_packaged
+    return model_identity(parse_spec(teacher, base_url=base_url))
 
-        return f"packaged:{spec.target}:{get_packaged(spec.target).sha256[:16]}"
-    if spec.kind == "gguf":
-        return f"gguf:{sha256_file(spec.target)[:16]}"
-    return f"{spec.kind}:{spec.target}@{spec.base_url or ''}"
+
+def _prompt_sha(prompt: PromptRecord) -> str:
+    return hashlib.sha256(json.dumps([prompt.system, prompt.turns], ensure_ascii=False).encode()).hexdigest()[:16]
 
 
 class _Collector:
-    def __init__(
-        self,
-        client: ChatClient,
-        cfg: CollectConfig,
-        teacher_id: str,
-        cache: ResponseCache | None,
-        out_log: AppendLog,
-        fail_log: AppendLog,
-        stats: RunStats,
-    ) -> None:
+    """Runs one (prompt, sample) job through the engine: every turn of the conversation, then one record."""
+
+    def __init__(self, model: APIModel, cfg: CollectConfig, out_log: AppendLog, fail_log: AppendLog,
+                 stats: RunStats) -> None:  # fmt: skip
+        self.model = model
         self.cfg = cfg
-        self.model = client.model
-        # Our own retry loop decides (and records) retries, so the openai client must not retry too. A fresh
-        # HTTP client per run: connection pools are bound to the event loop that opened them.
-        self.http = openai.DefaultAsyncHttpxClient()
-        self.api = client.async_client.with_options(max_retries=0, timeout=cfg.timeout, http_client=self.http)
         self.params = cfg.sampling_params()
-        self.teacher_id = teacher_id
-        self.cache = cache
         self.out_log = out_log
         self.fail_log = fail_log
         self.stats = stats
-        self.policy = RetryPolicy(cfg.max_retries, cfg.backoff_base, cfg.backoff_max)
-        self.rng = random.Random()
-        self.pause_until = 0.0  # monotonic time before which no request is sent (shared Retry-After)
-        self.fatal: Failure | None = None
 
-    async def _request(self, messages: list[dict[str, str]]) -> dict[str, Any]:
-        start = time.perf_counter()
-        async with asyncio.timeout(self.cfg.timeout):  # end to end, even if the server trickles bytes
-            response = await self.api.chat.completions.create(model=self.model, messages=messages, **self.params)
-        choices = getattr(response, "choices", None)
-        if not choices:
-            raise MalformedResponse(f"no choices in {str(response)[:120]!r}")
-        message = getattr(choices[0], "message", None)
-        text = getattr(message, "content", None)
-        if not isinstance(text, str):
-            raise MalformedResponse("the first choice has no message content")
-        if not text.strip():
-            raise _EmptyCompletion()
-        usage = getattr(response, "usage", None)
-        return {
-            "text": text,
-            "finish_reason": choices[0].finish_reason,
-            "prompt_tokens": getattr(usage, "prompt_tokens", None),
-            "completion_tokens": getattr(usage, "completion_tokens", None),
-            "model": getattr(response, "model", None) or self.model,
-            "latency_s": round(time.perf_counter() - start, 3),
-        }
-
-    async def _call(self, messages: list[dict[str, str]], sample: int) -> tuple[dict[str, Any], bool]:
-        """One teacher answer (cached or fresh, with retries); raises _JobFailed or CollectAborted."""
-        key = cache_key(self.teacher_id, messages, self.params, sample)
-        if self.cache is not None and (hit := self.cache.get(key)) is not None:
-            return hit, True
-        attempt = 0
-        while True:
-            attempt += 1
-            wait = self.pause_until - time.monotonic()
-            if wait > 0:
-                await asyncio.sleep(wait)
-            try:
-                result = await self._request(messages)
-            except _EmptyCompletion:
-                raise _JobFailed(Failure("empty completion", retryable=False), attempt) from None
-            except Exception as exc:  # classified below; CancelledError is a BaseException and passes
-                failure = classify(exc)
-                if failure.fatal:
-                    self.fatal = failure
-                    raise CollectAborted(f"{failure.reason} (from {self.cfg.teacher}); stopping") from None
-                if not failure.retryable or attempt > self.cfg.max_retries:
-                    raise _JobFailed(failure, attempt) from None
-                delay = self.policy.delay(attempt, failure, self.rng)
-                if failure.retry_after is not None:  # the server is rate limiting everyone: all workers wait
-                    self.pause_until = max(self.pause_until, time.monotonic() + delay)
-                self.stats.retries += 1
-                log.debug("attempt %d failed (%s); retrying in %.2f s", attempt, failure.reason, delay)
-                await asyncio.sleep(delay)
-                continue
-            if self.cache is not None:
-                self.cache.put(key, result)
-            self.stats.prompt_tokens += result["prompt_tokens"] or 0
-            self.stats.completion_tokens += result["completion_tokens"] or 0
-            return result, False
-
-    async def run_job(self, prompt: PromptRecord, sample: int) -> None:
+    async def run_job(self, job: tuple[PromptRecord, int]) -> None:
+        prompt, sample = job
         system = prompt.system if prompt.system is not None else self.cfg.system
         messages: list[dict[str, str]] = [{"role": "system", "content": system}] if system else []
         usage = {"prompt_tokens": 0, "completion_tokens": 0}
-        all_cached, latency, result = True, 0.0, {}
+        all_cached, latency, response = True, 0.0, None
+        engine = self.model.engine
         try:
             for turn in prompt.turns:
                 messages.append({"role": "user", "content": turn})
-                result, cached = await self._call(list(messages), sample)
-                messages.append({"role": "assistant", "content": result["text"]})
-                all_cached &= cached
-                latency += result.get("latency_s") or 0.0
-                for k in usage:
-                    usage[k] += result.get(k) or 0
-        except _JobFailed as exc:
+                request = Request.chat(messages, sample=sample, tag=record_id(prompt.id, sample), **self.params)
+                response = await engine.submit(request, allow_empty=False)
+                messages.append({"role": "assistant", "content": response.text})
+                all_cached &= response.cached
+                latency += response.latency_s or 0.0
+                usage["prompt_tokens"] += response.prompt_tokens or 0
+                usage["completion_tokens"] += response.completion_tokens or 0
+        except RequestFailed as exc:
             self.stats.failed += 1
             self.stats.failure_reasons[_reason_kind(exc.failure.reason)] += 1
             self.fail_log.append(
                 {
                     "prompt_id": prompt.id,
                     "sample": sample,
+                    "prompt_sha256": _prompt_sha(prompt),
+                    "prompts_file": str(self.cfg.prompts),
+                    "prompt_preview": (prompt.turns[0] if prompt.turns else "")[:200],
                     "reason": exc.failure.reason,
                     "status": exc.failure.status,
                     "attempts": exc.attempts,
@@ -220,6 +137,7 @@ class _Collector:
                 }
             )
             return
+        assert response is not None
         self.stats.written += 1
         self.stats.cached += all_cached
         self.out_log.append(
@@ -230,9 +148,9 @@ class _Collector:
                 "messages": messages,
                 "source": prompt.source,
                 "teacher": self.cfg.teacher,
-                "model": result.get("model"),
+                "model": response.model,
                 "params": self.params,
-                "finish_reason": result.get("finish_reason"),
+                "finish_reason": response.finish_reason,
                 "usage": usage,
                 "cached": all_cached,
                 "latency_s": round(latency, 3),
@@ -246,35 +164,17 @@ def _reason_kind(reason: str) -> str:
     return reason.split(":", 1)[0]
 
 
-def _progress(enabled: bool, console: Console | None) -> Progress:
-    return Progress(
-        TextColumn("[bold]collect[/]"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]}"),
-        TextColumn("[dim]{task.fields[note]}[/]"),
-        TimeElapsedColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-        console=console,
-        disable=not enabled,
-        refresh_per_second=4,
-    )
-
-
 async def collect_async(
-    client: ChatClient,
+    model: APIModel,
     prompts: list[PromptRecord],
     cfg: CollectConfig,
     *,
-    teacher_id: str,
-    console: Console | None = None,
     stats: RunStats | None = None,
 ) -> RunStats:
     """Collect the outstanding (prompt, sample) pairs into ``cfg.out``; the core of :func:`collect`."""
     out = cfg.out
     done = load_done(out / CONVERSATIONS)
-    failed_before = _last_failures(out / FAILURES)
+    failed_before = compact_failures(out / FAILURES, done)
     jobs = [
         (p, s)
         for p in prompts
@@ -283,44 +183,27 @@ async def collect_async(
     ]
     stats = stats if stats is not None else RunStats()
     stats.jobs = len(jobs)
-    cache = ResponseCache(cfg.cache_path or default_cache_path(cfg.cache_root)) if cfg.use_cache else None
     out_log, fail_log = AppendLog(out / CONVERSATIONS), AppendLog(out / FAILURES)
     out_log.start()
     fail_log.start()
-    collector = _Collector(client, cfg, teacher_id, cache, out_log, fail_log, stats)
-    it: Iterator[tuple[PromptRecord, int]] = iter(jobs)
+    collector = _Collector(model, cfg, out_log, fail_log, stats)
+    engine = model.engine
+    before = engine.usage.as_dict()
     start = time.perf_counter()
     total = len(prompts) * cfg.n_samples
-    with _progress(cfg.progress, console) as progress:
-        task = progress.add_task("collect", total=total, completed=total - len(jobs), rate="", note="")
-
-        async def worker() -> None:
-            while collector.fatal is None and (job := next(it, None)) is not None:
-                await collector.run_job(*job)
-                elapsed = time.perf_counter() - start
-                progress.update(
-                    task,
-                    advance=1,
-                    rate=f"{stats.completion_tokens / max(elapsed, 1e-9):.1f} tok/s",
-                    note=f"{stats.failed} failed, {stats.cached} cached, {stats.retries} retries",
-                )
-
-        try:
-            workers = [asyncio.create_task(worker()) for _ in range(min(cfg.concurrency, max(1, len(jobs))))]
-            try:
-                await asyncio.gather(*workers)
-            except BaseException:
-                for w in workers:
-                    w.cancel()
-                await asyncio.gather(*workers, return_exceptions=True)
-                raise
-        finally:
-            stats.elapsed_s = time.perf_counter() - start
-            await collector.http.aclose()
-            await out_log.aclose()
-            await fail_log.aclose()
-            if cache is not None:
-                cache.close()
+    try:
+        await engine.run_jobs(jobs, collector.run_job, desc="collect", total=total, done_before=total - len(jobs))
+    except EngineAborted as exc:
+        raise CollectAborted(f"{exc} (from {cfg.teacher})") from None
+    finally:
+        stats.elapsed_s = time.perf_counter() - start
+        after = engine.usage.as_dict()
+        stats.retries = after["retries"] - before["retries"]
+        stats.prompt_tokens = after["prompt_tokens"] - before["prompt_tokens"]
+        stats.completion_tokens = after["completion_tokens"] - before["completion_tokens"]
+        stats.anomalies = Counter({k: v - before["anomalies"].get(k, 0) for k, v in after["anomalies"].items()})
+        await out_log.aclose()
+        await fail_log.aclose()
     return stats
 
 
@@ -329,6 +212,20 @@ def _last_failures(path: Path) -> dict[tuple[str, int], dict[str, Any]]:
         return {}
     repair_tail(path)
     return {(str(r.get("prompt_id")), int(r.get("sample", 0))): r for r in read_jsonl(path)}
+
+
+def compact_failures(path: Path, done: dict[tuple[str, int], Any]) -> dict[tuple[str, int], dict[str, Any]]:
+    """Rewrite the failures file (atomically) to one current record per (prompt, sample) still unanswered.
+
+    During a run failures are appended (crash-safe); between runs the file is compacted so that, across any
+    number of resumes, a prompt is listed at most once and never as both failed and answered.
+    """
+    last = {k: r for k, r in _last_failures(path).items() if k not in done}
+    if path.is_file():
+        text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for _, r in sorted(last.items()))
+        if text != path.read_text(encoding="utf-8"):
+            atomic_write_text(path, text)
+    return last
 
 
 def _check_settings(out: Path, settings: dict[str, Any]) -> None:
@@ -398,6 +295,7 @@ def build_manifest(out: Path, cfg: CollectConfig, prompts: list[PromptRecord], s
             "failed": stats.failed,
             "retries": stats.retries,
             "failure_reasons": dict(stats.failure_reasons),
+            "anomalies_refused": dict(stats.anomalies),
             "elapsed_s": round(stats.elapsed_s, 3),
             "completion_tokens_per_s": round(stats.completion_tokens_per_s, 2),
             "concurrency": cfg.concurrency,
@@ -410,29 +308,41 @@ def build_manifest(out: Path, cfg: CollectConfig, prompts: list[PromptRecord], s
     }  # fmt: skip
 
 
-def collect(cfg: CollectConfig, *, client: ChatClient | None = None, console: Console | None = None) -> CollectResult:
+def collect(
+    cfg: CollectConfig,
+    *,
+    model: APIModel | None = None,
+    client: ChatClient | None = None,
+    console: Console | None = None,
+) -> CollectResult:
     """Collect the teacher's answers to every prompt in ``cfg.prompts`` into ``cfg.out``.
 
     Rerunning the same command resumes: finished (prompt, sample) pairs are skipped, cached answers cost
-    nothing, and earlier failures are retried. ``client`` overrides the teacher spec's own client (tests).
+    nothing, and earlier failures are retried. ``model`` is an open teacher (its engine's settings apply);
+    without one the ``cfg.teacher`` spec is opened for the run. ``client`` points the spec at an already
+    running endpoint (tests, benchmarks). The teacher's identity, never its port, is what a resume must match.
     """
     prompts = read_prompt_set(cfg.prompts)
-    teacher_id = teacher_identity(cfg.teacher, cfg.base_url) if client is None else f"{cfg.teacher}@{client.base_url}"
+    teacher_id = model.identity if model is not None else teacher_identity(
+        cfg.teacher, client.base_url if client is not None else cfg.base_url)  # fmt: skip
     cfg.out.mkdir(parents=True, exist_ok=True)
     _check_settings(cfg.out, {"teacher": teacher_id, "params": cfg.sampling_params(), "system": cfg.system})
     with contextlib.ExitStack() as stack:
-        if client is None:
-            from imitlab.models.spec import open_chat, parse_spec
-
-            spec = parse_spec(cfg.teacher, base_url=cfg.base_url)
-            # a local teacher's llama.cpp server gets one slot per request in flight
-            server = {"parallel": cfg.concurrency, "ctx_per_slot": cfg.ctx_per_slot}
-            client = stack.enter_context(open_chat(spec, cache=cfg.cache_root, **server))
+        if model is None:
+            settings = cfg.engine_settings()
+            if client is not None:
+                engine = RequestEngine(client.base_url, client.model, identity=teacher_id, settings=settings,
+                                       console=console)  # fmt: skip
+                model = APIModel(stack.enter_context(contextlib.closing(engine)), spec=cfg.teacher, name=client.model)
+            else:
+                model = stack.enter_context(open_model(cfg.teacher, settings=settings, base_url=cfg.base_url,
+                                                       cache=cfg.cache_root, ctx_per_slot=cfg.ctx_per_slot,
+                                                       console=console))  # fmt: skip
         stats = RunStats()
         try:
-            work = collect_async(client, prompts, cfg, teacher_id=teacher_id, console=console, stats=stats)
-            run_closing(work, client)
+            model.engine.run(collect_async(model, prompts, cfg, stats=stats))
         finally:
+            compact_failures(cfg.out / FAILURES, load_done(cfg.out / CONVERSATIONS))
             manifest = build_manifest(cfg.out, cfg, prompts, stats)
             atomic_write_text(cfg.out / MANIFEST, json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
     return CollectResult(out=cfg.out, run=stats, manifest=manifest)

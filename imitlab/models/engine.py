@@ -225,6 +225,7 @@ class RequestEngine:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._client: Any = None  # openai.AsyncOpenAI, bound to self._loop
         self._http: Any = None
+        self._retired: list[tuple[Any, Any]] = []  # pools given up after an anomaly, closed with the engine
         self._gate: asyncio.Semaphore | None = None
         self._pause_until = 0.0  # monotonic time before which no request is sent (a shared Retry-After)
         self._seen_ids: set[str] = set()
@@ -273,11 +274,20 @@ class RequestEngine:
 
     async def _drop_connections(self) -> None:
         """Close every pooled connection; the next request opens a fresh one."""
-        client, http, self._client, self._http = self._client, self._http, None, None
-        if client is not None:
-            await client.close()
-        if http is not None:
-            await http.aclose()
+        retired, self._retired = [*self._retired, (self._client, self._http)], []
+        self._client = self._http = None
+        for client, http in retired:
+            if client is not None:
+                await client.close()
+            if http is not None:
+                await http.aclose()
+
+    def _retire_connections(self) -> None:
+        """After a protocol anomaly: later requests use a fresh connection pool. Requests in flight on the old
+        pool finish there (closing it under them would fail them); it is closed with the engine."""
+        if self._client is not None:
+            self._retired.append((self._client, self._http))
+            self._client = self._http = None
 
     # -- one request -----------------------------------------------------------------------------------
     async def submit(self, request: Request, *, allow_empty: bool = True) -> Response:
@@ -318,7 +328,7 @@ class RequestEngine:
                     raise self._fatal from None
                 if failure.reason.startswith("malformed response"):
                     self.usage.anomalies[_anomaly_kind(failure.reason)] += 1
-                    await self._drop_connections()  # whatever is queued on a connection we can't trust is gone
+                    self._retire_connections()  # nothing more is read from a connection we can't trust
                 if not failure.retryable or attempt > self.settings.max_retries:
                     self._count_failure(failure)
                     raise RequestFailed(request, failure, attempt) from None
