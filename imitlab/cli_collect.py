@@ -6,14 +6,18 @@ Thin: each command builds a config and calls one API function. Registered on the
 from __future__ import annotations
 
 import json
+from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from imitlab.errors import ImitlabError
+
+if TYPE_CHECKING:
+    from imitlab.models.api_model import APIModel
 
 prompts_app = typer.Typer(help="Prompt sources: import files, self-instruct bootstrap, task-specific synthesis.")
 data_app = typer.Typer(help="Imitation sets: dedup, decontaminate, split, token-budget subsets.")
@@ -37,6 +41,17 @@ def _summary(title: str, rows: dict[str, object]) -> None:
     for k, v in rows.items():
         table.add_row(k, str(v))
     console.print(table)
+
+
+def _open_teacher(
+    spec: str, concurrency: int, base_url: str | None, cache: Path | None
+) -> AbstractContextManager[APIModel]:
+    """The teacher of a prompt generator, opened at the edge: its engine's progress bars go to stderr."""
+    from imitlab.models.api_model import open_model
+    from imitlab.models.engine import EngineSettings
+
+    settings = EngineSettings(concurrency=concurrency, cache_root=cache)
+    return open_model(spec, settings=settings, base_url=base_url, cache=cache, console=err_console)
 
 
 def _gen_summary(title: str, requests: int, parsed: int, dropped: dict[str, int], pt: int, ct: int) -> None:
@@ -85,15 +100,13 @@ def prompts_self_instruct(
     cache: CacheOpt = None,
 ) -> None:
     """Self-Instruct: the teacher writes new instructions from seed tasks (ROUGE-L < 0.7, blacklist)."""
-    from imitlab.models.spec import open_chat, parse_spec
     from imitlab.prompts.schema import write_prompt_set
     from imitlab.prompts.selfinstruct import SelfInstructConfig, self_instruct
 
     cfg = SelfInstructConfig(seeds=list(seeds), n_instructions=n, rouge_threshold=rouge, concurrency=concurrency,
                              max_requests=max_requests, temperature=temperature, seed=seed)  # fmt: skip
-    spec = parse_spec(teacher, base_url=base_url)
-    with open_chat(spec, cache=cache, parallel=concurrency) as client, console.status("self-instruct ..."):
-        result = self_instruct(client, cfg)
+    with _open_teacher(teacher, concurrency, base_url, cache) as model:
+        result = self_instruct(model, cfg)
     write_prompt_set(out, result.records)
     _gen_summary(f"kept {len(result.records)} instructions -> {out}", result.requests, result.generated,
                  dict(result.dropped), result.prompt_tokens, result.completion_tokens)  # fmt: skip
@@ -119,18 +132,16 @@ def prompts_synthesize(
 ) -> None:
     """Task-specific synthesis (the paper's NQ-synthetic): k of n seed QA pairs in, new QA pairs out."""
     from imitlab.data.dataset import write_dataset
-    from imitlab.models.spec import open_chat, parse_spec
     from imitlab.prompts.schema import write_prompt_set
     from imitlab.prompts.synthesize import SynthConfig, qa_conversations, synthesize_qa
 
     cfg = SynthConfig(seed_file=seeds, n_pairs=n, k=k, n_seed=n_seed, concurrency=concurrency,
                       max_requests=max_requests, temperature=temperature, seed=seed)  # fmt: skip
-    spec = parse_spec(teacher, base_url=base_url)
-    with open_chat(spec, cache=cache, parallel=concurrency) as client, console.status("synthesizing QA pairs ..."):
-        result = synthesize_qa(client, cfg)
+    with _open_teacher(teacher, concurrency, base_url, cache) as model:
+        result = synthesize_qa(model, cfg)
     write_prompt_set(out, result.records)
     if conversations is not None:
-        write_dataset(conversations, qa_conversations(result.records, str(spec)), operation="synthesize",
+        write_dataset(conversations, qa_conversations(result.records, model.spec), operation="synthesize",
                       inputs=[seeds], params={"k": k, "n_seed": n_seed, "seed": seed, "temperature": temperature,
                                               "seed_ids": [s.id for s in result.seeds]})  # fmt: skip
     _gen_summary(f"kept {len(result.records)} QA pairs -> {out}", result.requests, result.parsed,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +13,8 @@ import pytest
 
 from imitlab.config import data_dir
 from imitlab.errors import ImitlabError
-from imitlab.models.client import ChatClient
+from imitlab.models.api_model import APIModel, open_model
+from imitlab.models.engine import EngineSettings
 from imitlab.prompts.schema import PromptFormatError
 from imitlab.prompts.selfinstruct import (
     SelfInstructConfig,
@@ -31,6 +34,14 @@ from imitlab.prompts.synthesize import (
 
 sys.path.insert(0, str(Path(__file__).parent))
 from fake_openai_server import FakeOpenAI
+
+
+@contextmanager
+def _teacher(base_url: str, tmp_path: Path, name: str = "fake", concurrency: int = 1) -> Iterator[APIModel]:
+    """The teacher as the stages receive it, with a response cache of its own (never the user's)."""
+    settings = EngineSettings(concurrency=concurrency, cache_path=tmp_path / "responses.sqlite", progress=False)
+    with open_model(f"openai:{name}", base_url=base_url, settings=settings) as model:
+        yield model
 
 
 def test_parse_instructions_numbered_and_continued() -> None:
@@ -85,8 +96,9 @@ def test_self_instruct_against_scripted_teacher(tmp_path: Path) -> None:
         + ["nothing useful"] * 20
     )
     with FakeOpenAI(responder=lambda body: next(batches)) as srv:
-        cfg = SelfInstructConfig(seeds=[_seeds(tmp_path)], n_instructions=2, concurrency=1, max_requests=5)
-        result = self_instruct(ChatClient(srv.base_url, "fake"), cfg)
+        cfg = SelfInstructConfig(seeds=[_seeds(tmp_path)], n_instructions=2, max_requests=5)
+        with _teacher(srv.base_url, tmp_path) as teacher:
+            result = self_instruct(teacher, cfg)
         assert srv.requests == 2  # stopped as soon as 2 were kept
     assert [r.turns[0] for r in result.records] == [
         "Summarize the story of Hamlet in three sentences.",
@@ -98,9 +110,10 @@ def test_self_instruct_against_scripted_teacher(tmp_path: Path) -> None:
 
 def test_self_instruct_that_keeps_nothing_is_an_error(tmp_path: Path) -> None:
     with FakeOpenAI(responder=lambda body: "I cannot help.") as srv:
-        cfg = SelfInstructConfig(seeds=[_seeds(tmp_path)], n_instructions=2, concurrency=2, max_requests=4)
-        with pytest.raises(ImitlabError, match="kept no instructions from 4 requests"):
-            self_instruct(ChatClient(srv.base_url, "fake"), cfg)
+        cfg = SelfInstructConfig(seeds=[_seeds(tmp_path)], n_instructions=2, max_requests=4)
+        with _teacher(srv.base_url, tmp_path, concurrency=2) as teacher:
+            with pytest.raises(ImitlabError, match="kept no instructions from 4 requests"):
+                self_instruct(teacher, cfg)
         assert srv.requests == 4
 
 
@@ -144,8 +157,9 @@ def test_synthesize_against_scripted_teacher(tmp_path: Path) -> None:
         )
 
     with FakeOpenAI(responder=respond) as srv:
-        cfg = SynthConfig(seed_file=_qa_seed_file(tmp_path), n_pairs=10, k=5, n_seed=10, concurrency=1, max_requests=1)
-        result = synthesize_qa(ChatClient(srv.base_url, "fake"), cfg)
+        cfg = SynthConfig(seed_file=_qa_seed_file(tmp_path), n_pairs=10, k=5, n_seed=10, max_requests=1)
+        with _teacher(srv.base_url, tmp_path) as teacher:
+            result = synthesize_qa(teacher, cfg)
     assert [(r.turns[0], r.meta["answer"]) for r in result.records] == [
         ("who discovered penicillin", "Alexander Fleming"),
         ("what is the tallest mountain in africa", "Kilimanjaro"),
@@ -158,9 +172,8 @@ def test_synthesize_against_scripted_teacher(tmp_path: Path) -> None:
 
 
 @pytest.mark.real
-def test_synthesis_real_teacher_yields_parsed_qa_pairs(smollm2_server: Any) -> None:
+def test_synthesis_real_teacher_yields_parsed_qa_pairs(smollm2_server: Any, tmp_path: Path) -> None:
     """The paper's NQ-synthetic recipe end to end through a real llama.cpp teacher, on NQ-open dev seeds."""
-    client = ChatClient(smollm2_server.base_url, "smollm2-135m-instruct")
     cfg = SynthConfig(
         seed_file=data_dir() / "nq_open/NQ-open.dev.jsonl",
         n_pairs=2,
@@ -170,7 +183,8 @@ def test_synthesis_real_teacher_yields_parsed_qa_pairs(smollm2_server: Any) -> N
         max_tokens=80,
         temperature=0.8,
     )
-    result = synthesize_qa(client, cfg)
+    with _teacher(smollm2_server.base_url, tmp_path, "smollm2-135m-instruct", concurrency=2) as teacher:
+        result = synthesize_qa(teacher, cfg)
     assert 1 <= len(result.records) <= 2
     seeds = {s.question for s in result.seeds}
     assert len(seeds) == 10
@@ -197,12 +211,13 @@ def test_cli_synthesize_and_self_instruct_write_prompt_sets_and_a_data_set(tmp_p
         res = runner.invoke(app, [
             "prompts", "synthesize", "--teacher", "openai:fake", "--base-url", srv.base_url,
             "--seeds", str(_qa_seed_file(tmp_path)), "--out", str(tmp_path / "qa.jsonl"), "-n", "2",
-            "--conversations", str(tmp_path / "qa_set"), "--max-requests", "2",
+            "--conversations", str(tmp_path / "qa_set"), "--max-requests", "2", "--cache", str(tmp_path / "cache"),
         ])  # fmt: skip
         assert res.exit_code == 0, res.output
         res = runner.invoke(app, [
             "prompts", "self-instruct", "--teacher", "openai:fake", "--base-url", srv.base_url,
             "--seeds", str(_seeds(tmp_path)), "--out", str(tmp_path / "si.jsonl"), "-n", "2", "--max-requests", "2",
+            "--cache", str(tmp_path / "cache"),
         ])  # fmt: skip
         assert res.exit_code == 0, res.output
     assert [r.meta["answer"] for r in read_prompt_set(tmp_path / "qa.jsonl")] == ["Alexander Fleming", "Everest"]

@@ -13,7 +13,6 @@ Public entry point: :func:`self_instruct`.
 
 from __future__ import annotations
 
-import asyncio
 import random
 import re
 from collections import Counter
@@ -23,7 +22,9 @@ from pathlib import Path
 from rouge_score import rouge_scorer
 
 from imitlab.errors import ImitlabError
-from imitlab.models.client import ChatClient, run_closing
+from imitlab.models.api_model import APIModel
+from imitlab.models.engine import Request, Response
+from imitlab.prompts.ask import ask_until, failure_note
 from imitlab.prompts.importers import import_prompts
 from imitlab.prompts.schema import PromptRecord
 
@@ -60,7 +61,7 @@ class SelfInstructConfig:
     min_words: int = 4
     max_words: int = 150
     max_requests: int | None = None  # default: 4 requests per instruction wanted, so a weak teacher ends
-    concurrency: int = 4
+    concurrency: int = 4  # requests in flight when the teacher is opened from a spec (the CLI)
     temperature: float = 1.0
     top_p: float = 1.0
     max_tokens: int = 512
@@ -71,6 +72,7 @@ class SelfInstructConfig:
 class SelfInstructResult:
     records: list[PromptRecord]
     requests: int = 0
+    failed_requests: int = 0
     generated: int = 0
     dropped: Counter[str] = field(default_factory=Counter)  # reason -> count
     prompt_tokens: int = 0
@@ -132,61 +134,62 @@ class _RougeFilter:
         return best
 
 
-async def _generate(client: ChatClient, cfg: SelfInstructConfig, seeds: list[str]) -> SelfInstructResult:
+def _requests(cfg: SelfInstructConfig, seeds: list[str]) -> list[Request]:
+    """Every request the run may send, drawn up front from ``cfg.seed``.
+
+    Examples come from the seeds only, as in Alpaca; drawing from kept generations would let drift compound.
+    Request ``i`` is sample ``i``: two requests that happen to show the same examples still get two draws, and a
+    rerun with the same seed asks exactly the same questions (so the response cache answers it).
+    """
     rng = random.Random(cfg.seed)
+    max_requests = cfg.max_requests or max(4, 4 * cfg.n_instructions)
+    requests = []
+    for i in range(max_requests):
+        examples = rng.sample(seeds, min(cfg.num_prompt_instructions, len(seeds)))
+        body = "\n".join(f"{n}. {e}" for n, e in enumerate(examples, 1))
+        prompt = TEMPLATE.format(n=cfg.per_request, examples=body)
+        messages = [{"role": "user", "content": prompt}]
+        params = {"temperature": cfg.temperature, "top_p": cfg.top_p, "max_tokens": cfg.max_tokens}
+        requests.append(Request.chat(messages, sample=i, tag=f"self-instruct#{i}", **params))
+    return requests
+
+
+def self_instruct(teacher: APIModel, cfg: SelfInstructConfig) -> SelfInstructResult:
+    """Bootstrap new instructions from seed tasks with ``teacher`` (see :func:`imitlab.models.open_model`).
+
+    Requests go through the teacher's engine (its concurrency, retries, cache and progress bar); a request that
+    fails for good is counted in ``failed_requests`` and the run goes on.
+    """
+    seeds = [r.turns[0] for r in import_prompts(list(cfg.seeds)).records]
+    if not seeds:
+        raise ImitlabError("self-instruct needs at least one seed instruction")
     result = SelfInstructResult(records=[])
     rouge = _RougeFilter(cfg.rouge_threshold)
     for s in seeds:
         rouge.add(s)
-    max_requests = cfg.max_requests or max(4, 4 * cfg.n_instructions)
-    sem = asyncio.Semaphore(cfg.concurrency)
 
-    async def one(examples: list[str]) -> str:
-        body = "\n".join(f"{i}. {e}" for i, e in enumerate(examples, 1))
-        prompt = TEMPLATE.format(n=cfg.per_request, examples=body)
-        async with sem:
-            res = await client.achat(
-                [{"role": "user", "content": prompt}],
-                temperature=cfg.temperature,
-                top_p=cfg.top_p,
-                max_tokens=cfg.max_tokens,
-            )
-        result.prompt_tokens += res.prompt_tokens or 0
-        result.completion_tokens += res.completion_tokens or 0
-        return res.text
+    def keep(index: int, answer: Response) -> bool:
+        for inst in parse_instructions(answer.text):
+            result.generated += 1
+            reason = drop_reason(inst, cfg)
+            if reason is None and rouge.max_similarity(inst) >= cfg.rouge_threshold:
+                reason = "similar (ROUGE-L)"
+            if reason:
+                result.dropped[reason] += 1
+                continue
+            rouge.add(inst)
+            n = len(result.records)
+            result.records.append(PromptRecord(id=f"self-instruct:{n}", turns=[inst], source="self-instruct"))
+            if len(result.records) >= cfg.n_instructions:
+                return True
+        return False
 
-    while len(result.records) < cfg.n_instructions and result.requests < max_requests:
-        batch = min(cfg.concurrency, max_requests - result.requests)
-        # Examples come from the seeds only, as in Alpaca; drawing from kept generations would let drift compound.
-        texts = await asyncio.gather(*(one(rng.sample(seeds, min(cfg.num_prompt_instructions, len(seeds))))
-                                       for _ in range(batch)))  # fmt: skip
-        result.requests += batch
-        for text in texts:
-            for inst in parse_instructions(text):
-                result.generated += 1
-                reason = drop_reason(inst, cfg)
-                if reason is None and rouge.max_similarity(inst) >= cfg.rouge_threshold:
-                    reason = "similar (ROUGE-L)"
-                if reason:
-                    result.dropped[reason] += 1
-                    continue
-                rouge.add(inst)
-                n = len(result.records)
-                result.records.append(PromptRecord(id=f"self-instruct:{n}", turns=[inst], source="self-instruct"))
-                if len(result.records) >= cfg.n_instructions:
-                    return result
-    return result
-
-
-def self_instruct(client: ChatClient, cfg: SelfInstructConfig) -> SelfInstructResult:
-    """Bootstrap new instructions from seed tasks with the teacher behind ``client``."""
-    seeds = [r.turns[0] for r in import_prompts(list(cfg.seeds)).records]
-    if not seeds:
-        raise ImitlabError("self-instruct needs at least one seed instruction")
-    result = run_closing(_generate(client, cfg, seeds), client)
+    stats = ask_until(teacher, _requests(cfg, seeds), keep, desc="self-instruct")
+    result.requests, result.failed_requests = stats.requests, stats.failed
+    result.prompt_tokens, result.completion_tokens = stats.prompt_tokens, stats.completion_tokens
     if not result.records:
         raise ImitlabError(
-            f"self-instruct kept no instructions from {result.requests} requests "
+            f"self-instruct kept no instructions from {result.requests} requests{failure_note(stats)} "
             f"({result.generated} parsed; dropped: {dict(result.dropped)}); the teacher may not follow the format"
         )
     return result

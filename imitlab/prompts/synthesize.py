@@ -11,7 +11,6 @@ teacher's answer in ``meta.answer``; :func:`qa_conversations` turns them into im
 
 from __future__ import annotations
 
-import asyncio
 import random
 import re
 import string
@@ -21,7 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from imitlab.errors import ImitlabError
-from imitlab.models.client import ChatClient, run_closing
+from imitlab.models.api_model import APIModel
+from imitlab.models.engine import Request, Response
+from imitlab.prompts.ask import ask_until, failure_note
 from imitlab.prompts.schema import PromptFormatError, PromptRecord, iter_json_records
 
 TEMPLATE = """Here are some examples of trivia questions with short answers:
@@ -51,7 +52,7 @@ class SynthConfig:
     k: int = 5  # examples shown per request
     per_request: int = 5  # pairs asked for per request
     max_requests: int | None = None  # default: 2 requests per pair wanted
-    concurrency: int = 4
+    concurrency: int = 4  # requests in flight when the teacher is opened from a spec (the CLI)
     temperature: float = 1.0
     max_tokens: int = 400
     min_question_words: int = 3
@@ -66,6 +67,7 @@ class SynthResult:
     records: list[PromptRecord]
     seeds: list[QAPair]
     requests: int = 0
+    failed_requests: int = 0
     parsed: int = 0
     dropped: Counter[str] = field(default_factory=Counter)
     prompt_tokens: int = 0
@@ -124,62 +126,66 @@ def drop_reason(pair: QAPair, cfg: SynthConfig, seen: set[str]) -> str | None:
     return None
 
 
-async def _generate(client: ChatClient, cfg: SynthConfig, seeds: list[QAPair]) -> SynthResult:
-    rng = random.Random(cfg.seed)
-    result = SynthResult(records=[], seeds=seeds)
-    seen = {normalize(s.question) for s in seeds}
-    sem = asyncio.Semaphore(cfg.concurrency)
-    max_requests = cfg.max_requests or max(4, 2 * cfg.n_pairs)
+def _requests(cfg: SynthConfig, seeds: list[QAPair]) -> list[tuple[list[QAPair], Request]]:
+    """Every request the run may send, with the seed pairs it shows, drawn up front from ``cfg.seed``.
 
-    async def one() -> tuple[list[QAPair], str]:
+    Request ``i`` is sample ``i``, so equal prompts still get separate draws and a rerun is answered by the cache.
+    """
+    rng = random.Random(cfg.seed)
+    max_requests = cfg.max_requests or max(4, 2 * cfg.n_pairs)
+    requests = []
+    for i in range(max_requests):
         shown = rng.sample(seeds, min(cfg.k, len(seeds)))
         examples = "\n\n".join(f"Q: {s.question}\nA: {s.answer}" for s in shown)
-        async with sem:
-            res = await client.achat(
-                [{"role": "user", "content": TEMPLATE.format(examples=examples, n=cfg.per_request)}],
-                temperature=cfg.temperature,
-                max_tokens=cfg.max_tokens,
-            )
-        result.prompt_tokens += res.prompt_tokens or 0
-        result.completion_tokens += res.completion_tokens or 0
-        return shown, res.text
-
-    while len(result.records) < cfg.n_pairs and result.requests < max_requests:
-        batch = min(cfg.concurrency, max_requests - result.requests)
-        outputs = await asyncio.gather(*(one() for _ in range(batch)))
-        result.requests += batch
-        for shown, text in outputs:
-            for pair in parse_qa(text):
-                result.parsed += 1
-                reason = drop_reason(pair, cfg, seen)
-                if reason:
-                    result.dropped[reason] += 1
-                    continue
-                seen.add(normalize(pair.question))
-                result.records.append(
-                    PromptRecord(
-                        id=f"{cfg.source}:{len(result.records)}",
-                        turns=[pair.question],
-                        source=cfg.source,
-                        meta={"answer": pair.answer, "seed_ids": [s.id for s in shown]},
-                    )
-                )
-                if len(result.records) >= cfg.n_pairs:
-                    return result
-    return result
+        messages = [{"role": "user", "content": TEMPLATE.format(examples=examples, n=cfg.per_request)}]
+        request = Request.chat(messages, sample=i, tag=f"synthesize#{i}", temperature=cfg.temperature,
+                               max_tokens=cfg.max_tokens)  # fmt: skip
+        requests.append((shown, request))
+    return requests
 
 
-def synthesize_qa(client: ChatClient, cfg: SynthConfig) -> SynthResult:
-    """Generate up to ``cfg.n_pairs`` new QA pairs in the style of ``cfg.seed_file``."""
+def synthesize_qa(teacher: APIModel, cfg: SynthConfig) -> SynthResult:
+    """Generate up to ``cfg.n_pairs`` new QA pairs in the style of ``cfg.seed_file`` with ``teacher``.
+
+    Requests go through the teacher's engine (its concurrency, retries, cache and progress bar); a request that
+    fails for good is counted in ``failed_requests`` and the run goes on.
+    """
     if cfg.k < 1 or cfg.n_seed < 1:
         raise ImitlabError("k and n_seed must be at least 1")
     pool = load_qa_seeds(cfg.seed_file)
     seeds = random.Random(cfg.seed).sample(pool, min(cfg.n_seed, len(pool)))
-    result = run_closing(_generate(client, cfg, seeds), client)
+    result = SynthResult(records=[], seeds=seeds)
+    seen = {normalize(s.question) for s in seeds}
+    planned = _requests(cfg, seeds)
+
+    def keep(index: int, answer: Response) -> bool:
+        shown = planned[index][0]
+        for pair in parse_qa(answer.text):
+            result.parsed += 1
+            reason = drop_reason(pair, cfg, seen)
+            if reason:
+                result.dropped[reason] += 1
+                continue
+            seen.add(normalize(pair.question))
+            result.records.append(
+                PromptRecord(
+                    id=f"{cfg.source}:{len(result.records)}",
+                    turns=[pair.question],
+                    source=cfg.source,
+                    meta={"answer": pair.answer, "seed_ids": [s.id for s in shown]},
+                )
+            )
+            if len(result.records) >= cfg.n_pairs:
+                return True
+        return False
+
+    stats = ask_until(teacher, [r for _, r in planned], keep, desc="synthesize QA")
+    result.requests, result.failed_requests = stats.requests, stats.failed
+    result.prompt_tokens, result.completion_tokens = stats.prompt_tokens, stats.completion_tokens
     if not result.records:
         raise ImitlabError(
-            f"synthesis kept no QA pairs from {result.requests} requests ({result.parsed} parsed; "
-            f"dropped: {dict(result.dropped)}); the teacher may not follow the Q:/A: format"
+            f"synthesis kept no QA pairs from {result.requests} requests{failure_note(stats)} ({result.parsed} "
+            f"parsed; dropped: {dict(result.dropped)}); the teacher may not follow the Q:/A: format"
         )
     return result
 
