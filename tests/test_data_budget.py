@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -64,17 +65,59 @@ def test_parse_budget() -> None:
         parse_budget("lots")
 
 
+def _ranking(records: list[dict[str, Any]], tok: Any, seed: int) -> tuple[list[str], dict[str, int]]:
+    """Groups in subset order, ranked by sha256("seed:group") as imitlab.data.subset documents, and their tokens."""
+    tokens: dict[str, int] = {}
+    for r in records:
+        tokens[group_key(r)] = tokens.get(group_key(r), 0) + count_tokens(tok, r["messages"])
+    ranking = sorted(tokens, key=lambda g: hashlib.sha256(f"{seed}:{g}".encode()).hexdigest())
+    return ranking, tokens
+
+
+def _check_shortest_prefix(
+    records: list[dict[str, Any]], subsets: dict[int, list[dict[str, Any]]], report: dict[str, Any], tok: Any, seed: int
+) -> None:
+    """Each subset is the shortest prefix of the ranking that meets its budget, and the report counts it exactly."""
+    ranking, tokens = _ranking(records, tok, seed)
+    for budget, recs in subsets.items():
+        chosen = {group_key(r) for r in recs}
+        prefix = ranking[: len(chosen)]
+        assert chosen == set(prefix), f"budget {budget}: not a prefix of the ranking"
+        total = sum(tokens[g] for g in prefix)
+        assert total == report["subsets"][str(budget)]["tokens"] >= budget
+        assert total - tokens[prefix[-1]] < budget, f"budget {budget}: met without its last group {prefix[-1]}"
+        assert recs == [r for r in records if group_key(r) in chosen]  # every sample of a chosen group, in order
+
+
+def _check_as_the_old_test_did(subsets: dict[int, list[dict[str, Any]]], report: dict[str, Any], tok: Any) -> None:
+    """The check this file had before issue 15: it subtracted the largest group, not the subset's last one."""
+    for budget, recs in subsets.items():
+        total = sum(count_tokens(tok, r["messages"]) for r in recs)
+        assert total == report["subsets"][str(budget)]["tokens"] >= budget
+        assert total - max(count_tokens(tok, r["messages"]) * 2 for r in recs) < budget
+
+
+def _one_group_too_many(
+    records: list[dict[str, Any]], cfg: SubsetConfig, tok: Any
+) -> tuple[dict[int, list[dict[str, Any]]], dict[str, Any]]:
+    """A broken token_subsets: it meets the budget, then takes the next group of the ranking as well."""
+    subsets, report = token_subsets(records, cfg, tokenizer=tok)
+    ranking, tokens = _ranking(records, tok, cfg.seed)
+    for budget, recs in subsets.items():
+        extra = ranking[len({group_key(r) for r in recs})]
+        subsets[budget] = recs + [r for r in records if group_key(r) == extra]
+        report["subsets"][str(budget)]["tokens"] += tokens[extra]
+    return subsets, report
+
+
 def test_subsets_nest_and_meet_their_budgets() -> None:
     records = _records(60, samples=2)
     tok = WordTokenizer()
     subsets, report = token_subsets(records, SubsetConfig(budgets=[100, 300, 600], seed=3), tokenizer=tok)
     ids = {b: {r["id"] for r in recs} for b, recs in subsets.items()}
     assert ids[100] < ids[300] < ids[600]
-    for budget, recs in subsets.items():
-        total = sum(count_tokens(tok, r["messages"]) for r in recs)
-        assert total == report["subsets"][str(budget)]["tokens"] >= budget
-        # The shortest prefix: dropping its last group would fall under the budget.
-        assert total - max(count_tokens(tok, r["messages"]) * 2 for r in recs) < budget
+    _check_shortest_prefix(records, subsets, report, tok, seed=3)
+    for recs in subsets.values():
         assert all(sum(group_key(x) == group_key(r) for x in recs) == 2 for r in recs)  # samples stay together
     again, _ = token_subsets(records, SubsetConfig(budgets=[300], seed=3), tokenizer=tok)
     assert [r["id"] for r in again[300]] == [r["id"] for r in subsets[300]]
@@ -82,6 +125,23 @@ def test_subsets_nest_and_meet_their_budgets() -> None:
         token_subsets(records, SubsetConfig(budgets=[10**9]), tokenizer=tok)
 
 
+def test_a_subset_one_group_too_long_is_caught() -> None:
+    records = _records(60, samples=2)
+    tok = WordTokenizer()
+    ranking, tokens = _ranking(records, tok, seed=3)
+    # A budget met exactly by the first k groups, where group k+1 is smaller than the largest of them: the old
+    # check (total minus the largest group) cannot tell k+1 groups from k.
+    k = next(k for k in range(1, len(ranking)) if tokens[ranking[k]] < max(tokens[g] for g in ranking[:k]))
+    cfg = SubsetConfig(budgets=[sum(tokens[g] for g in ranking[:k])], seed=3)
+    subsets, report = token_subsets(records, cfg, tokenizer=tok)
+    _check_shortest_prefix(records, subsets, report, tok, seed=3)  # the budget is met exactly: k groups
+    broken, broken_report = _one_group_too_many(records, cfg, tok)
+    _check_as_the_old_test_did(broken, broken_report, tok)  # the old check passes it
+    with pytest.raises(AssertionError, match="met without its last group"):
+        _check_shortest_prefix(records, broken, broken_report, tok, seed=3)
+
+
+@pytest.mark.real  # the packaged student's tokenizer comes from its pulled weights
 def test_subset_counts_with_the_real_student_tokenizer() -> None:
     from imitlab.data.subset import load_tokenizer
 
@@ -128,14 +188,24 @@ def test_data_cli_pipeline_writes_manifests(tmp_path: Path) -> None:
     run("data", "split", "--in", str(tmp_path / "clean"), "--out", str(tmp_path / "split"), "--heldout", "4")
     assert json.loads((tmp_path / "split/heldout/manifest.json").read_text())["counts"]["groups"] == 4
 
-    run("data", "subset", "--in", str(tmp_path / "split/train"), "--out", str(tmp_path / "sub"),
-        "--tokens", "500", "--tokens", "1k")  # fmt: skip
-    small = json.loads((tmp_path / "sub/500/manifest.json").read_text())
-    big = json.loads((tmp_path / "sub/1k/manifest.json").read_text())
-    assert small["student_tokens"]["tokens"] >= 500 and big["student_tokens"]["tokens"] >= 1000
-    assert small["params"]["student"] == "smollm2-135m-instruct"
-
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"id": "x", "messages": "nope"}\n')
     res = runner.invoke(app, ["data", "dedup", "--in", str(bad), "--out", str(tmp_path / "x")])
     assert res.exit_code != 0 and "bad.jsonl:1: field 'messages'" in str(res.exception)
+
+
+@pytest.mark.real  # the default student's tokenizer comes from its pulled weights
+def test_data_cli_subset_writes_nested_manifests(tmp_path: Path) -> None:
+    src = tmp_path / "train"
+    src.mkdir()
+    (src / "conversations.jsonl").write_text("".join(json.dumps(r) + "\n" for r in _records(40, samples=2)))
+    res = CliRunner().invoke(app, ["data", "subset", "--in", str(src), "--out", str(tmp_path / "sub"),
+                                   "--tokens", "500", "--tokens", "1k"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    small = json.loads((tmp_path / "sub/500/manifest.json").read_text())
+    big = json.loads((tmp_path / "sub/1k/manifest.json").read_text())
+    assert small["student_tokens"]["tokens"] >= 500 and big["student_tokens"]["tokens"] >= 1000
+    assert small["params"]["student"] == "smollm2-135m-instruct"
+    small_ids = {json.loads(x)["id"] for x in (tmp_path / "sub/500/conversations.jsonl").read_text().splitlines()}
+    big_ids = {json.loads(x)["id"] for x in (tmp_path / "sub/1k/conversations.jsonl").read_text().splitlines()}
+    assert small_ids < big_ids
