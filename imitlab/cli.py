@@ -56,25 +56,41 @@ def _human_bytes(n: int) -> str:
 
 
 @models_app.command("list")
-def models_list(cache: CacheOpt = None) -> None:
-    """Show the packaged models and whether each is installed, assembled and converted."""
+def models_list(
+    cache: CacheOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON array (full sha256, sizes in bytes).")] = False,
+) -> None:
+    """Show the packaged models and how far each is pulled: installed, assembled (GGUF), converted (HF)."""
+    import json
+
+    from imitlab.cli_table import Column, print_table
     from imitlab.models.catalog import packaged_models
     from imitlab.models.packaged import status
 
-    table = Table(title="packaged offline models")
-    table.add_column("name", no_wrap=True)
-    for col in ("arch", "params", "kind", "quant", "size", "installed", "assembled", "HF", "sha256"):
-        table.add_column(col, no_wrap=True)
-    yes = "[green]yes[/]"
-    for name in packaged_models():
-        s = status(name, cache)
-        m = s.model
-        table.add_row(
-            m.name, m.arch, m.params, m.kind, m.quant, _human_bytes(m.size),
-            yes if s.installed else "no", yes if s.assembled else "no", yes if s.converted else "no",
-            m.sha256[:8],
-        )  # fmt: skip
-    console.print(table)
+    states = [status(name, cache) for name in packaged_models()]
+    if as_json:
+        records = [{"name": s.model.name, "arch": s.model.arch, "params": s.model.params, "kind": s.model.kind,
+                    "quant": s.model.quant, "bytes": s.model.size, "installed": s.installed, "assembled": s.assembled,
+                    "converted": s.converted, "sha256": s.model.sha256} for s in states]  # fmt: skip
+        print(json.dumps(records, indent=2))
+        return
+    # At 80 columns (and when piped) arch, quant and kind make way first; name, state and sha256 always show whole.
+    columns = [Column("name", key=True), Column("arch", drop_rank=0), Column("params", drop_rank=3),
+               Column("kind", drop_rank=2), Column("quant", drop_rank=1), Column("size", drop_rank=4),
+               Column("state", key=True), Column("sha256", key=True)]  # fmt: skip
+    rows = [
+        [s.model.name, s.model.arch, s.model.params, s.model.kind, s.model.quant, _human_bytes(s.model.size),
+         _pull_state(s.installed, s.assembled, s.converted), s.model.sha256[:8]]
+        for s in states
+    ]  # fmt: skip
+    print_table(console, "packaged offline models", columns, rows)
+
+
+def _pull_state(installed: bool, assembled: bool, converted: bool) -> str:
+    """How far `models pull` got: converted (HF ready) > assembled (GGUF ready) > installed (packages) > not pulled."""
+    if converted:
+        return "converted"
+    return "assembled" if assembled else "installed" if installed else "not pulled"
 
 
 @models_app.command("pull")

@@ -151,7 +151,9 @@ def prompts_synthesize(
 # -- collect ---------------------------------------------------------------------------------------
 def collect_cmd(
     teacher: Annotated[str, typer.Option(help="Teacher model spec: packaged name, gguf:PATH, openai:MODEL.")],
-    prompts: Annotated[Path, typer.Option(help="Prompt-set JSONL (imitlab prompts import/...).")],
+    prompts: Annotated[
+        Path, typer.Option(help="Prompt set, or any file `imitlab prompts import` reads (-> OUT/prompts.jsonl).")
+    ],
     out: Annotated[Path, typer.Option(help="Output data-set directory (rerun the same command to resume).")],
     concurrency: Annotated[int, typer.Option(help="Requests in flight (= llama.cpp parallel slots).")] = 8,
     samples: Annotated[int, typer.Option("--samples", "-n", help="Answers per prompt.")] = 1,
@@ -175,8 +177,9 @@ def collect_cmd(
     """Send every prompt to the teacher; write conversations.jsonl + manifest.json (resumable)."""
     from imitlab.collect import CollectConfig, collect
 
+    prompt_set = _as_prompt_set(prompts, out)
     cfg = CollectConfig(
-        teacher=teacher, prompts=prompts, out=out, base_url=base_url, concurrency=concurrency, timeout=timeout,
+        teacher=teacher, prompts=prompt_set, out=out, base_url=base_url, concurrency=concurrency, timeout=timeout,
         max_retries=max_retries, n_samples=samples, system=system, temperature=temperature, top_p=top_p,
         max_tokens=max_tokens, seed=seed, price_prompt_per_m=price_prompt, price_completion_per_m=price_completion,
         use_cache=use_cache, cache_path=cache_file, cache_root=cache, retry_failed=retry_failed, progress=progress,
@@ -196,6 +199,37 @@ def collect_cmd(
     for f in m["failures"][:5]:
         rows[f"failed {f['prompt_id']}#{f['sample']}"] = f["reason"]
     _summary(f"{result.conversations}", rows)
+
+
+def _as_prompt_set(path: Path, out: Path) -> Path:
+    """The prompt set collect reads: ``path`` itself when it is one; otherwise ``path`` converted in memory by the
+    importer (any file ``imitlab prompts import`` reads: ShareGPT, Alpaca, OpenAI messages, prompt/question
+    fields, text) and written to ``OUT/prompts.jsonl``, which the collect manifest then names. Ids are the
+    importer's stable ``<file stem>:<line>``, so rerunning the command resumes."""
+    from imitlab.prompts.importers import import_prompts
+    from imitlab.prompts.schema import PromptFormatError, read_prompt_set, write_prompt_set
+
+    if not path.is_file():
+        raise PromptFormatError(f"{path}: file not found")
+    try:
+        read_prompt_set(path)
+        return path
+    except PromptFormatError as not_a_prompt_set:
+        try:
+            imported = import_prompts([path])
+        except PromptFormatError as exc:
+            raise PromptFormatError(
+                f"{path} is neither a prompt set ({not_a_prompt_set}) nor a file `imitlab prompts import` reads "
+                f"({exc})"
+            ) from None
+    converted = out / "prompts.jsonl"
+    write_prompt_set(converted, imported.records)
+    skipped = "".join(f", {n} skipped ({why})" for why, n in imported.skipped.items())
+    err_console.print(
+        f"{path}: {imported.formats[str(path)]} format, {len(imported.records)} prompts{skipped} -> {converted}",
+        soft_wrap=True, markup=False, highlight=False,
+    )
+    return converted
 
 
 # -- data ------------------------------------------------------------------------------------------
