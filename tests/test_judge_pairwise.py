@@ -55,7 +55,7 @@ def test_always_position_a_judge_nets_out_to_ties(files: dict[str, Path], tmp_pa
         calls.append(messages)
         return "Both are fine but A is better. [[A]]"
 
-    summary = run_judge(_config(files, tmp_path / "out"), judge_fn=always_a)
+    summary = run_judge(_config(files, tmp_path / "out"), judge=always_a)
     assert len(calls) == 2 * N
     assert summary["counts"] == {"win": 0, "tie": N, "loss": 0, "unparsed": 0, "inconsistent": 0}
     assert summary["rates"]["as_good_or_better"]["value"] == 1.0
@@ -63,9 +63,9 @@ def test_always_position_a_judge_nets_out_to_ties(files: dict[str, Path], tmp_pa
     assert summary["position_bias"]["A"] == 1.0
     assert summary["n_flipped"] == N and summary["order_consistency"] == 0.0
     # the same biased judge with flip="exclude" decides nothing, and "first" hands every item to side a
-    excl = run_judge(_config(files, tmp_path / "excl", flip="exclude"), judge_fn=always_a)
+    excl = run_judge(_config(files, tmp_path / "excl", flip="exclude"), judge=always_a)
     assert excl["counts"]["inconsistent"] == N and excl["counts"]["tie"] == 0
-    first = run_judge(_config(files, tmp_path / "first", flip="first"), judge_fn=always_a)
+    first = run_judge(_config(files, tmp_path / "first", flip="first"), judge=always_a)
     assert first["counts"]["win"] == N
 
 
@@ -77,7 +77,7 @@ def test_consistent_judge_is_counted_by_side_in_both_orders(files: dict[str, Pat
         assert a.startswith(f"[p{pid}]") and b.startswith(f"[p{pid}]")
         return "[[A]]" if len(a) > len(b) else "[[B]]"
 
-    summary = run_judge(_config(files, tmp_path / "out"), judge_fn=prefers_longer)
+    summary = run_judge(_config(files, tmp_path / "out"), judge=prefers_longer)
     assert summary["counts"]["win"] == N // 2 and summary["counts"]["loss"] == N // 2
     assert summary["order_consistency"] == 1.0
     rate = summary["rates"]["win"]
@@ -93,7 +93,7 @@ def test_garbage_judge_is_unparsed_never_a_win(files: dict[str, Path], tmp_path:
     async def garbage(messages: list[dict[str, str]]) -> str:
         return next(replies)
 
-    summary = run_judge(_config(files, tmp_path / "out"), judge_fn=garbage)
+    summary = run_judge(_config(files, tmp_path / "out"), judge=garbage)
     assert summary["counts"]["unparsed"] == N
     assert summary["counts"]["win"] == summary["counts"]["loss"] == summary["counts"]["tie"] == 0
     assert summary["position_bias"]["n"] == 0
@@ -121,7 +121,7 @@ def test_missing_answer_is_reported_and_excluded(files: dict[str, Path], tmp_pat
         assert all(x == "" or x.startswith(f"[p{pid}]") for x in (a, b))
         return "[[C]]"
 
-    summary = run_judge(_config(files, tmp_path / "out"), judge_fn=check_pairing)
+    summary = run_judge(_config(files, tmp_path / "out"), judge=check_pairing)
     assert summary["n_pairs"] == N - 2
     assert {e["id"] for e in summary["excluded"]} == {"p3", empty_id}
     assert all(e["missing"] == ["b"] for e in summary["excluded"])
@@ -138,7 +138,7 @@ def test_resume_skips_done_judgments_and_retries_failures(files: dict[str, Path]
         return "[[B]]"
 
     out = tmp_path / "out"
-    first = run_judge(_config(files, out), judge_fn=flaky)
+    first = run_judge(_config(files, out), judge=flaky)
     assert first["n_call_errors"] == 2 * N // 5
     assert first["counts"]["unparsed"] > 0
     before = calls["n"]
@@ -149,13 +149,13 @@ def test_resume_skips_done_judgments_and_retries_failures(files: dict[str, Path]
 
     with (out / "judgments.jsonl").open("a") as f:
         f.write('{"id": "p0", "order": "ab", "raw": "[[A')  # a write killed mid-line
-    second = run_judge(_config(files, out), judge_fn=steady)
+    second = run_judge(_config(files, out), judge=steady)
     assert calls["n"] - before == 2 * N // 5  # only the failed calls were redone
     assert second["n_call_errors"] == 0 and second["counts"]["tie"] == N
     other = _config(files, out)
     other.judge = "another-judge"
     before = calls["n"]
-    run_judge(other, judge_fn=steady)
+    run_judge(other, judge=steady)
     assert calls["n"] - before == 2 * N  # another judge's verdicts are never reused
 
 
@@ -196,14 +196,14 @@ def test_bad_input_errors_name_file_and_line(files: dict[str, Path], tmp_path: P
     bad.write_text('{"id": "p0", "answer": "x"}\n{"id": "p1", "answer": \n')
     with pytest.raises(ImitlabError, match=r"bad.jsonl:2"):
         run_judge(JudgeConfig(a=str(bad), b=str(files["b"]), prompts=str(files["prompts"]), judge="f",
-                              out=tmp_path / "o1"), judge_fn=judge)  # fmt: skip
+                              out=tmp_path / "o1"), judge=judge)  # fmt: skip
     dup = _write_jsonl(tmp_path / "dup.jsonl", [{"id": "p0", "answer": "x"}, {"id": "p0", "answer": "y"}])
     with pytest.raises(ImitlabError, match=r"dup.jsonl:2: a second answer for prompt 'p0' \(first on line 1\)"):
         run_judge(JudgeConfig(a=str(dup), b=str(files["b"]), prompts=str(files["prompts"]), judge="f",
-                              out=tmp_path / "o2"), judge_fn=judge)  # fmt: skip
+                              out=tmp_path / "o2"), judge=judge)  # fmt: skip
     noprompt = _write_jsonl(tmp_path / "np.jsonl", [{"id": "x", "prompt": "ok"}, {"id": "y", "title": "no"}])
     with pytest.raises(ImitlabError, match=r"np.jsonl:2: no prompt text"):
         run_judge(JudgeConfig(a=str(files["a"]), b=str(files["b"]), prompts=str(noprompt), judge="f",
-                              out=tmp_path / "o3"), judge_fn=judge)  # fmt: skip
+                              out=tmp_path / "o3"), judge=judge)  # fmt: skip
     with pytest.raises(ImitlabError, match="unknown judge template"):
         load_template("no-such-template")

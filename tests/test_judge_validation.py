@@ -136,7 +136,7 @@ def test_replay_gpt4_alpaca_eval_verdicts_through_run_judge(data: Path, tmp_path
             n_resamples=200,
             parallel=64,
         ),
-        judge_fn=replay,
+        judge=replay,
     )
     assert summary["n_pairs"] == 805 and not summary["excluded"]
     assert summary["counts"] == {"win": 205, "tie": 0, "loss": 584, "unparsed": 16, "inconsistent": 0}
@@ -162,9 +162,9 @@ def test_reference_guided_mode_on_mt_bench_first_turns(tmp_path: Path) -> None:
         return JudgeConfig(a=str(tmp_path / "a.jsonl"), b=str(tmp_path / "b.jsonl"), prompts="mt-bench",
                            judge="fake", template="mt-bench", n_resamples=100, **kw)  # fmt: skip
 
-    summary = run_judge(config(out=tmp_path / "ref"), judge_fn=judge)
+    summary = run_judge(config(out=tmp_path / "ref"), judge=judge)
     assert summary["n_reference_guided"] == len(with_ref) == 30
     assert {pid for pid, used in seen.items() if used} == with_ref
     seen.clear()
-    off = run_judge(config(out=tmp_path / "noref", reference="off"), judge_fn=judge)
+    off = run_judge(config(out=tmp_path / "noref", reference="off"), judge=judge)
     assert off["n_reference_guided"] == 0 and not any(seen.values())

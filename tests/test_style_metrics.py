@@ -66,7 +66,7 @@ def test_run_style_with_fake_tone_judge_and_teacher2(tmp_path: Path) -> None:
     result = run_style(
         StyleConfig(teacher=teacher, models={"base": hedgy, "imitation": copycat}, teacher2=teacher2,
                     prompts=str(tmp_path / "prompts.jsonl"), out=tmp_path / "out", n_resamples=200),
-        judge_fn=tone,
+        judge=tone,
     )  # fmt: skip
     cols = result["columns"]
     assert set(cols) == {"base", "imitation", "teacher2"}

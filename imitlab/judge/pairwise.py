@@ -15,13 +15,12 @@ Output directory::
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hashlib
 import json
 import logging
 import platform
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -42,7 +41,8 @@ from imitlab.judge.sources import (
 from imitlab.judge.templates import JudgeTemplate, load_template
 
 if TYPE_CHECKING:
-    from imitlab.models.client import ChatClient
+    from imitlab.models.api_model import APIModel
+    from imitlab.models.engine import RequestFailed, Response
 
 log = logging.getLogger(__name__)
 
@@ -109,56 +109,71 @@ def _load_done(path: Path) -> dict[tuple[str, str], dict[str, Any]]:
     return done
 
 
-async def judge_pairs(
+def judge_pairs(
     pairs: list[Pair],
     template: JudgeTemplate,
-    judge_fn: JudgeFn,
+    judge: APIModel,
     judgments_path: Path,
     *,
     use_reference: bool = True,
-    parallel: int = 4,
     judge_name: str = "",
+    max_tokens: int = 512,
+    temperature: float = 0.0,
 ) -> list[dict[str, Any]]:
-    """Judge every pair in both orders (resuming from ``judgments_path``); returns one record per (id, order)."""
+    """Judge every pair in both orders (resuming from ``judgments_path``); returns one record per (id, order).
+
+    The calls go through ``judge.engine``: its concurrency, retries, response cache and progress bar. A call
+    that fails for good is recorded with its ``error`` (never a verdict) and asked again on the next run.
+    """
+    from imitlab.models.engine import Request, RequestFailed
+
     done = _load_done(judgments_path)
-    sem = asyncio.Semaphore(parallel)
     judgments_path.parent.mkdir(parents=True, exist_ok=True)
     records: dict[tuple[str, str], dict[str, Any]] = {}
+    todo: list[tuple[Pair, str]] = []
+    for pair in pairs:
+        for order in ORDERS:
+            prev = done.get((pair.id, order))
+            # reuse only a verdict on exactly these answers, by the same judge with the same template
+            key = (pair.digest, template.name, judge_name)
+            if prev and (prev.get("pair_digest"), prev.get("template"), prev.get("judge")) == key:
+                records[(pair.id, order)] = prev
+            else:
+                todo.append((pair, order))
 
-    async def one(pair: Pair, order: str) -> None:
-        prev = done.get((pair.id, order))
-        # reuse only a verdict on exactly these answers, by the same judge with the same template
-        key = (pair.digest, template.name, judge_name)
-        if prev and (prev.get("pair_digest"), prev.get("template"), prev.get("judge")) == key:
-            records[(pair.id, order)] = prev
-            return
+    def reference(pair: Pair) -> str | None:
+        return pair.reference if use_reference and template.has_reference_mode else None
+
+    def ask(job: tuple[Pair, str]) -> Awaitable[Response]:
+        pair, order = job
         first, second = (pair.a, pair.b) if order == "ab" else (pair.b, pair.a)
-        ref = pair.reference if use_reference and template.has_reference_mode else None
-        messages = template.messages(question=pair.prompt, answer_a=first, answer_b=second, reference=ref)
+        messages = template.messages(question=pair.prompt, answer_a=first, answer_b=second, reference=reference(pair))
+        request = Request.chat(messages, tag=f"judge {pair.id} {order}", max_tokens=max_tokens, temperature=temperature)
+        return judge.engine.submit(request)
+
+    def record(job: tuple[Pair, str], result: Response | RequestFailed) -> None:
+        pair, order = job
         row: dict[str, Any] = {
             "id": pair.id,
             "order": order,
             "template": template.name,
             "judge": judge_name,
-            "reference_used": ref is not None,
+            "reference_used": reference(pair) is not None,
             "pair_digest": pair.digest,
         }
-        async with sem:
-            try:
-                raw = await judge_fn(messages)
-            except Exception as exc:  # a failed call is recorded (and retried on resume), never a verdict
-                log.warning("judge call failed for %s (%s): %s", pair.id, order, exc)
-                row.update(raw=None, position=None, winner=None, scores=None, error=f"{type(exc).__name__}: {exc}")
-                raw = None
-        if raw is not None:
-            verdict = parse_verdict(template.parser, raw)
-            row.update(raw=raw, position=verdict.position, winner=side_of(verdict.position, order))
+        if isinstance(result, RequestFailed):  # recorded (and asked again on resume), never a verdict
+            log.warning("judge call failed for %s (%s): %s", pair.id, order, result)
+            row.update(raw=None, position=None, winner=None, scores=None, error=str(result))
+        else:
+            verdict = parse_verdict(template.parser, result.text)
+            row.update(raw=result.text, position=verdict.position, winner=side_of(verdict.position, order))
             row["scores"] = list(verdict.scores) if verdict.scores else None
         records[(pair.id, order)] = row
         with judgments_path.open("a", encoding="utf-8") as f:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
 
-    await asyncio.gather(*(one(pair, order) for pair in pairs for order in ORDERS))
+    engine = judge.engine
+    engine.run(engine.run_jobs(todo, ask, desc=f"judge: {judge.name}", on_result=record, done_before=len(records)))
     return [records[(pair.id, order)] for pair in pairs for order in ORDERS]
 
 
@@ -201,44 +216,39 @@ class JudgeSettings(Protocol):
     base_url: str | None
 
 
-class ModelJudge:
-    """A judge model behind a chat client, called like a :data:`JudgeFn`."""
-
-    def __init__(self, client: ChatClient, max_tokens: int, temperature: float) -> None:
-        self.client, self.max_tokens, self.temperature = client, max_tokens, temperature
-
-    async def __call__(self, messages: list[dict[str, str]]) -> str:
-        result = await self.client.achat(messages, max_tokens=self.max_tokens, temperature=self.temperature)
-        return result.text
-
-    async def aclose(self) -> None:  # run_closing calls this before its event loop ends
-        await self.client.aclose()
-
-
 @contextlib.contextmanager
-def open_judge(settings: JudgeSettings, judge_fn: JudgeFn | None = None, timeout: float = 600.0) -> Iterator[JudgeFn]:
-    """A judge callable: ``judge_fn`` as given, else the ``judge`` model spec opened with ``open_chat``.
-
-    Run it with ``run_closing(..., judge)`` so a model judge's connections close inside their event loop.
+def open_judge(
+    settings: JudgeSettings, judge: APIModel | JudgeFn | None = None, timeout: float = 600.0
+) -> Iterator[APIModel]:
+    """The judge as a live model: ``judge`` itself when it is one, a :data:`JudgeFn` wrapped in a function
+    model (tests, custom judges), else the ``settings.judge`` spec opened with ``open_model`` for the duration.
     """
-    if judge_fn is not None:
-        yield judge_fn
+    from imitlab.models.api_model import APIModel, open_model
+    from imitlab.models.engine import EngineSettings
+    from imitlab.models.function_model import function_model
+
+    if isinstance(judge, APIModel):  # an open model: the caller owns it
+        yield judge
+        return
+    engine_settings = EngineSettings(concurrency=settings.parallel, timeout=timeout, cache_root=settings.cache)
+    if judge is not None:
+        with function_model(judge, name=settings.judge or "judge", settings=engine_settings) as model:
+            yield model
         return
     if not settings.judge:
         raise ImitlabError("no judge model given")
-    from imitlab.models.spec import open_chat, parse_spec
-
-    spec = parse_spec(settings.judge, base_url=settings.base_url)
-    with open_chat(spec, cache=settings.cache, parallel=settings.parallel) as client:
-        client.timeout = timeout  # read when the client first connects
-        yield ModelJudge(client, settings.judge_max_tokens, settings.judge_temperature)
+    with open_model(settings.judge, settings=engine_settings, base_url=settings.base_url, cache=settings.cache) as m:
+        yield m
 
 
-def run_judge(config: JudgeConfig, judge_fn: JudgeFn | None = None) -> dict[str, Any]:
+def run_judge(
+    config: JudgeConfig, judge: APIModel | JudgeFn | None = None, *, models: Mapping[str, APIModel] | None = None
+) -> dict[str, Any]:
     """Run the whole comparison and write the output directory; returns the summary.
 
-    ``judge_fn`` replaces the judge model (tests, or a custom judge); otherwise ``config.judge`` is opened
-    with ``open_chat`` and called with temperature ``judge_temperature``.
+    ``judge`` is an open judge model, or a :data:`JudgeFn` standing in for one (tests, a custom judge); without
+    it ``config.judge`` is opened with ``open_model``. Either way the judge is asked with ``judge_max_tokens``
+    and ``judge_temperature``. ``models`` maps spec texts used as ``a``/``b`` to models already open.
     """
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -257,6 +267,7 @@ def run_judge(config: JudgeConfig, judge_fn: JudgeFn | None = None) -> dict[str,
             config.generation,
             cache=config.cache,
             base_url=config.base_url,
+            models=models,
         )
     pairs, excluded = build_pairs(prompts, answers["a"], answers["b"])
     for ex in excluded:
@@ -264,13 +275,10 @@ def run_judge(config: JudgeConfig, judge_fn: JudgeFn | None = None) -> dict[str,
     if not pairs:
         raise ImitlabError(f"no prompt has answers from both sides ({len(excluded)} excluded); check the answer files")
     atomic_write_text(out / "pairs.jsonl", "".join(json.dumps(asdict(p), ensure_ascii=False) + "\n" for p in pairs))
-    judgments = out / "judgments.jsonl"
-    from imitlab.models.client import run_closing  # imported here: openai is slow to import
-
-    with open_judge(config, judge_fn) as call:
-        work = judge_pairs(pairs, template, call, judgments, use_reference=config.reference == "auto",
-                           parallel=config.parallel, judge_name=config.judge)  # fmt: skip
-        records = run_closing(work, call)
+    with open_judge(config, judge) as model:
+        records = judge_pairs(pairs, template, model, out / "judgments.jsonl", use_reference=config.reference == "auto",
+                              judge_name=config.judge or model.spec, max_tokens=config.judge_max_tokens,
+                              temperature=config.judge_temperature)  # fmt: skip
     items, numbers = summarize(pairs, records, config.flip, n_resamples=config.n_resamples, seed=config.seed)
     atomic_write_text(out / "items.jsonl", "".join(json.dumps(i) + "\n" for i in items))
     summary = {

@@ -8,17 +8,20 @@ outputs); :func:`generate_answers` makes such a file from a model spec.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from imitlab.config import data_dir
 from imitlab.errors import ImitlabError
 from imitlab.fileio import iter_records, repair_tail
+
+if TYPE_CHECKING:
+    from imitlab.models.api_model import APIModel
+    from imitlab.models.engine import RequestFailed, Response
 
 log = logging.getLogger(__name__)
 
@@ -215,7 +218,7 @@ class GenerationParams:
 
 
 def generate_answers(
-    spec_text: str,
+    model: APIModel | str,
     prompts: list[PromptItem],
     out: str | Path,
     params: GenerationParams = GenerationParams(),
@@ -223,55 +226,55 @@ def generate_answers(
     cache: str | Path | None = None,
     base_url: str | None = None,
 ) -> Path:
-    """Answer each prompt with the model (through ``open_chat``), appending to ``out`` as JSONL.
+    """Answer each prompt with ``model`` (a live model, or a spec opened here), appending to ``out`` as JSONL.
 
     Append-only and resumable: prompts already answered in ``out`` are skipped, so an interrupted run
-    continues where it stopped.
+    continues where it stopped. Requests go through the model's engine (retries, response cache, progress);
+    a prompt whose request fails for good is left out of ``out`` and named in the error raised at the end.
+    ``params.parallel`` and ``params.timeout`` apply only when a spec is opened here.
     """
-    import openai  # imported here: it is slow to import, and the CLI must start fast
-
-    from imitlab.models.client import run_closing
-    from imitlab.models.spec import open_chat, parse_spec
-
     out = Path(out)
     repair_tail(out)
     done = {str(r.get("id")) for _, r in read_records(out)} if out.is_file() else set()
     todo = [p for p in prompts if p.id not in done]
     if not todo:
         return out
-    spec = parse_spec(spec_text, base_url=base_url)
-    log.info("generating %d answers with %s", len(todo), spec)
-    with open_chat(spec, cache=cache, parallel=params.parallel) as client:
-        client.timeout = params.timeout  # read when the client first connects
-        try:
-            run_closing(_generate(client, spec.name, todo, out, params), client)
-        except openai.OpenAIError as exc:
-            finished = sum(1 for _ in read_records(out)) if out.is_file() else 0
-            raise ImitlabError(
-                f"generating answers with {spec} failed ({type(exc).__name__}: {exc}); {finished} of {len(prompts)} "
-                f"answers are saved in {out}, and a rerun continues from there"
-            ) from exc
+    if isinstance(model, str):
+        from imitlab.models.api_model import open_model
+        from imitlab.models.engine import EngineSettings
+
+        settings = EngineSettings(concurrency=params.parallel, timeout=params.timeout, cache_root=cache)
+        with open_model(model, settings=settings, base_url=base_url, cache=cache) as opened:
+            return generate_answers(opened, prompts, out, params)
+    log.info("generating %d answers with %s", len(todo), model.spec)
+    failures = _answer(model, todo, out, params)
+    if failures:
+        finished = sum(1 for _ in read_records(out)) if out.is_file() else 0
+        first = failures[0]
+        raise ImitlabError(
+            f"generating answers with {model.spec} failed for {len(failures)} prompt(s) (first: {first}); "
+            f"{finished} of {len(prompts)} answers are saved in {out}, and a rerun continues from there"
+        )
     return out
 
 
-async def _generate(client: Any, model: str, todo: list[PromptItem], out: Path, params: GenerationParams) -> None:
-    sem = asyncio.Semaphore(params.parallel)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    extra: dict[str, Any] = {"seed": params.seed} if params.seed is not None else {}
+def _answer(model: APIModel, todo: list[PromptItem], out: Path, params: GenerationParams) -> list[RequestFailed]:
+    """Send one chat request per prompt and append each answer as it arrives; returns the requests that failed."""
+    from imitlab.models.engine import Request, RequestFailed
 
-    async def one(item: PromptItem) -> None:
-        async with sem:
-            result = await client.achat(
-                [{"role": "user", "content": item.prompt}],
-                max_tokens=params.max_tokens,
-                temperature=params.temperature,
-                **extra,
-            )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    sampling = {"max_tokens": params.max_tokens, "temperature": params.temperature, "seed": params.seed}
+    failures: list[RequestFailed] = []
+
+    def write(item: PromptItem, result: Response | RequestFailed) -> None:
+        if isinstance(result, RequestFailed):
+            failures.append(result)
+            return
         row = {
             "id": item.id,
             "prompt": item.prompt,
             "answer": result.text,
-            "model": model,
+            "model": model.name,
             "finish_reason": result.finish_reason,
             "completion_tokens": result.completion_tokens,
         }
@@ -279,7 +282,13 @@ async def _generate(client: Any, model: str, todo: list[PromptItem], out: Path, 
         with out.open("a", encoding="utf-8") as f:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
 
-    await asyncio.gather(*(one(item) for item in todo))
+    def ask(item: PromptItem) -> Awaitable[Response]:
+        messages = [{"role": "user", "content": item.prompt}]
+        return model.engine.submit(Request.chat(messages, tag=f"answer {item.id}", **sampling))
+
+    engine = model.engine
+    engine.run(engine.run_jobs(todo, ask, desc=f"answers: {model.name}", on_result=write))
+    return failures
 
 
 def resolve_answers(
@@ -290,13 +299,18 @@ def resolve_answers(
     *,
     cache: str | Path | None = None,
     base_url: str | None = None,
+    models: Mapping[str, APIModel] | None = None,
 ) -> Answers:
-    """An answers file as given, or a model spec whose answers are generated into ``out_file`` first."""
+    """An answers file as given, or a model spec whose answers are generated into ``out_file`` first.
+
+    ``models`` maps spec texts to models the caller already has open; other specs are opened for the call.
+    """
     if is_answers_file(source):
         return load_answers(source, prompts)
     if source.endswith(_ANSWER_SUFFIXES) or ("/" in source and not source.startswith(("openai:", "hf:", "gguf:"))):
         raise ImitlabError(f"answers file not found: {source}")
-    path = generate_answers(source, prompts, out_file, params, cache=cache, base_url=base_url)
+    model = (models or {}).get(source, source)
+    path = generate_answers(model, prompts, out_file, params, cache=cache, base_url=base_url)
     answers = load_answers(path, prompts)
     answers.model = source
     return answers

@@ -14,14 +14,14 @@ ceiling: how alike two draws of the teacher itself are. Every number carries a b
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import re
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -33,6 +33,9 @@ from imitlab.judge.parse import parse_yesno
 from imitlab.judge.sources import Answers, GenerationParams, PromptItem, load_prompts, resolve_answers
 from imitlab.judge.templates import TONE_TEMPLATE, load_template
 from imitlab.stats import bootstrap_ci
+
+if TYPE_CHECKING:
+    from imitlab.models.api_model import APIModel
 
 log = logging.getLogger(__name__)
 
@@ -131,28 +134,41 @@ def compare(model: Answers, teacher: Answers, prompts: list[PromptItem], *, n_re
     return metrics, items
 
 
-async def judge_tone(answers: dict[str, str], prompts: dict[str, str], judge_fn: JudgeFn, parallel: int = 4):
-    """Ask the judge, per answer, whether its tone is authoritative: id -> True / False / None (unparsed)."""
+def judge_tone(
+    answers: dict[str, str], prompts: dict[str, str], judge: APIModel, *, max_tokens: int = 64,
+    temperature: float = 0.0, desc: str = "tone",
+) -> dict[str, tuple[bool | None, str]]:  # fmt: skip
+    """Ask the judge, per answer, whether its tone is authoritative: id -> (True / False / None, raw reply).
+
+    A call that fails for good is not a verdict: ``None`` with ``"error: ..."`` as its raw reply.
+    """
+    from imitlab.models.engine import Request, RequestFailed
+
     template = load_template(TONE_TEMPLATE)
-    sem = asyncio.Semaphore(parallel)
+    ids = list(answers)
+    params = {"max_tokens": max_tokens, "temperature": temperature}
+    requests = [
+        Request.chat(template.messages(question=prompts[pid], answer=answers[pid]), tag=f"{desc} {pid}", **params)
+        for pid in ids
+    ]
+    verdicts: dict[str, tuple[bool | None, str]] = {}
+    for pid, result in zip(ids, judge.engine.map(requests, desc=desc), strict=True):
+        if isinstance(result, RequestFailed):
+            log.warning("tone judge failed for %s: %s", pid, result)
+            verdicts[pid] = (None, f"error: {result}")
+        else:
+            verdicts[pid] = (parse_yesno(result.text), result.text)
+    return verdicts
 
-    async def one(pid: str) -> tuple[str, bool | None, str]:
-        messages = template.messages(question=prompts[pid], answer=answers[pid])
-        async with sem:
-            try:
-                raw = await judge_fn(messages)
-            except Exception as exc:  # a failed call is not a verdict
-                log.warning("tone judge failed for %s: %s", pid, exc)
-                return pid, None, f"error: {exc}"
-        return pid, parse_yesno(raw), raw
 
-    results = await asyncio.gather(*(one(pid) for pid in answers))
-    return {pid: (verdict, raw) for pid, verdict, raw in results}
-
-
-def run_style(config: StyleConfig, judge_fn: JudgeFn | None = None) -> dict[str, Any]:
+def run_style(
+    config: StyleConfig, judge: APIModel | JudgeFn | None = None, *, models: Mapping[str, APIModel] | None = None
+) -> dict[str, Any]:
     """Compute the style table (one column per model, plus the teacher's second sample) and write it to ``out``.
 
+    ``judge`` (an open model, or a :data:`JudgeFn` standing in for one) runs the tone probe; without it
+    ``config.judge`` is opened, and without either the probe is skipped. ``models`` maps spec texts used as
+    columns (``teacher``, ``models``, ``teacher2``) to models already open; other specs are opened as needed.
     Output: ``style.json`` (metrics per column, with CIs), ``style_items.jsonl`` (per prompt and column) and
     the generated ``answers_<column>.jsonl`` for columns given as model specs.
     """
@@ -164,7 +180,7 @@ def run_style(config: StyleConfig, judge_fn: JudgeFn | None = None) -> dict[str,
 
     def answers(source: str, name: str, params: GenerationParams) -> Answers:
         return resolve_answers(source, prompts, out / f"answers_{name}.jsonl", params, cache=config.cache,
-                               base_url=config.base_url)  # fmt: skip
+                               base_url=config.base_url, models=models)  # fmt: skip
 
     teacher = answers(config.teacher, "teacher", config.generation)
     columns = {name: answers(src, name, config.generation) for name, src in config.models.items()}
@@ -177,21 +193,13 @@ def run_style(config: StyleConfig, judge_fn: JudgeFn | None = None) -> dict[str,
         metrics, items = compare(ans, teacher, prompts, n_resamples=config.n_resamples, seed=config.seed)
         table[name] = {"source": ans.source, **metrics}
         rows += [{"column": name, **i} for i in items]
-    if config.judge or judge_fn:
+    if config.judge or judge is not None:
         text = {p.id: p.prompt for p in prompts}
-        paired = {
-            name: {r["id"]: ans.by_id[r["id"]] for r in rows if r["column"] == name} for name, ans in columns.items()
-        }
-
-        async def all_columns(call: JudgeFn) -> dict[str, dict[str, tuple[bool | None, str]]]:
-            # One event loop for every column: a judge's connections belong to the loop that opened them.
-            return {name: await judge_tone(paired[name], text, call, config.parallel) for name in columns}
-
-        from imitlab.models.client import run_closing  # imported here: openai is slow to import
-
-        with open_judge(config, judge_fn) as call:
-            tone = run_closing(all_columns(call), call)
-            for name, verdicts in tone.items():
+        with open_judge(config, judge) as model:
+            for name, ans in columns.items():
+                paired = {r["id"]: ans.by_id[r["id"]] for r in rows if r["column"] == name}
+                verdicts = judge_tone(paired, text, model, max_tokens=config.judge_max_tokens,
+                                      temperature=config.judge_temperature, desc=f"tone: {name}")  # fmt: skip
                 yes = [float(v) for v, _ in verdicts.values() if v is not None]
                 table[name]["authoritative_tone"] = bootstrap_ci(yes, n_resamples=config.n_resamples,
                                                                  seed=config.seed).as_dict()  # fmt: skip
