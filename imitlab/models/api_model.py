@@ -20,6 +20,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from imitlab.errors import ImitlabError, ModelSpecError
+from imitlab.models import api_scoring
+from imitlab.models.base import Capabilities, GenRequest, LLRequest, LLResult, prompt_of
 from imitlab.models.engine import EngineSettings, Message, Request, RequestEngine, RequestFailed, Response
 from imitlab.models.spec import ModelSpec, parse_spec, resolve_gguf
 
@@ -61,12 +63,19 @@ def _short_hash(text: str) -> str:
 
 
 class APIModel:
-    """A model behind an OpenAI-compatible endpoint (llama.cpp here; vLLM, hosted APIs elsewhere)."""
+    """A model behind an OpenAI-compatible endpoint (llama.cpp here; vLLM, hosted APIs elsewhere).
+
+    Implements :class:`~imitlab.models.base.Model`; log-likelihoods only for one-token continuations (see
+    :mod:`imitlab.models.api_scoring`).
+    """
+
+    capabilities = Capabilities(loglikelihood="single_token", top_logprobs=api_scoring.TOP_LOGPROBS)
 
     def __init__(self, engine: RequestEngine, *, spec: str, name: str) -> None:
         self.engine = engine
         self.spec = spec  # the spec string it was opened from (for manifests)
         self.name = name  # a short human name (tables, file names)
+        self._tokenizer: api_scoring.Tokenizer | None = None
 
     def __repr__(self) -> str:
         return f"APIModel({self.spec!r}, identity={self.identity!r})"
@@ -79,8 +88,28 @@ class APIModel:
     def usage(self) -> dict[str, Any]:
         return self.engine.usage.as_dict()
 
+    def describe(self) -> dict[str, Any]:
+        return {"backend": "api", "spec": self.spec, "identity": self.identity, "endpoint": self.engine.base_url}
+
     def close(self) -> None:
+        if self._tokenizer is not None:
+            self._tokenizer.close()
         self.engine.close()
+
+    # -- tokens and log-likelihoods --------------------------------------------------------------------
+    @property
+    def tokenizer(self) -> api_scoring.Tokenizer:
+        if self._tokenizer is None:
+            self._tokenizer = api_scoring.Tokenizer(self.engine.base_url, timeout=self.engine.settings.timeout)
+        return self._tokenizer
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        return [len(self.tokenizer.pieces(t)) for t in texts]
+
+    def loglikelihood(self, requests: Sequence[LLRequest]) -> list[LLResult]:
+        """Exact for one-token continuations among the top alternatives; anything else raises
+        :class:`~imitlab.models.base.UnsupportedRequest`."""
+        return api_scoring.loglikelihood(self.engine, self.tokenizer, requests)
 
     # -- chat ------------------------------------------------------------------------------------------
     def chat(
@@ -94,7 +123,7 @@ class APIModel:
     # -- generation from raw prompts -------------------------------------------------------------------
     def generate(
         self,
-        prompts: Sequence[str],
+        prompts: Sequence[str | GenRequest],
         *,
         stop: Sequence[str] = (),
         max_tokens: int = 64,
@@ -113,7 +142,7 @@ class APIModel:
         if stop:
             params["stop"] = list(stop)[:_MAX_STOPS]
         requests = [
-            self.request(p, system=system, mode=mode, sample=s, tag=f"{desc}#{i}", **params)
+            self.request(prompt_of(p).prompt, system=system, mode=mode, sample=s, tag=f"{desc}#{i}", **params)
             for i, p in enumerate(prompts)
             for s in range(n)
         ]
