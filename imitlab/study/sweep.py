@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -320,6 +321,7 @@ def _tokenizer(base: str, cache: str | None) -> Any:
 # -- train --------------------------------------------------------------------------------------------
 def _train(base: str, kind: str, budget: int, data: Path, config: SweepConfig, cache: StageCache) -> Path:
     from imitlab.train.launch import launch
+    from imitlab.train.tracking import REPORT_TO_ENV
     from imitlab.train.train_config import TrainConfig
 
     t = config.train
@@ -343,6 +345,9 @@ def _train(base: str, kind: str, budget: int, data: Path, config: SweepConfig, c
                 save_steps=25,
                 cache=config.cache,
                 processes=t.processes,
+                # tracked (when $IMITLAB_REPORT_TO names a tracker) under the cell's id: base/kind/budget
+                report_to=os.environ.get(REPORT_TO_ENV, "none"),
+                run_name=f"{base}/{kind}/{budget}",
             )
         )
 

@@ -36,6 +36,10 @@ def train_cmd(
     bf16: Annotated[str, typer.Option(help="auto | yes | no")] = "auto",
     gradient_checkpointing: Annotated[bool, typer.Option(help="Trade compute for memory.")] = False,
     processes: Annotated[int, typer.Option(help="Data-parallel processes (accelerate; gloo on CPU).")] = 1,
+    report_to: Annotated[
+        str, typer.Option(envvar="IMITLAB_REPORT_TO", help="Trackers: none | tensorboard | wandb | mlflow (or a list).")
+    ] = "none",
+    run_name: Annotated[str | None, typer.Option(help="The run's name in the trackers (default: --out name).")] = None,
     cache: Annotated[Path | None, typer.Option("--cache", help="Cache root.")] = None,
 ) -> None:
     """Fine-tune a student on teacher conversations (loss on the teacher's tokens only)."""
@@ -44,6 +48,7 @@ def train_cmd(
 
     config = TrainConfig(
         base=base, data=str(data), out=str(out), tokens=parse_budget(tokens) if tokens else None,
+        report_to=report_to, run_name=run_name,
         eval_data=str(eval_data) if eval_data else None, block_size=block_size, packing=packing, epochs=epochs,
         max_steps=max_steps, batch_size=batch_size, grad_accum=grad_accum, learning_rate=lr, warmup_steps=warmup,
         scheduler=scheduler, seed=seed, lora=lora, lora_r=lora_r, lora_alpha=2 * lora_r, merge_lora=not adapter_only,

@@ -27,6 +27,7 @@ from typing import Any
 from imitlab.errors import ImitlabError
 from imitlab.fileio import atomic_path, atomic_write_text, sha256_file
 from imitlab.train.packing import PackStats, build_rows, collate
+from imitlab.train.tracking import parse_report_to, tracker_environment
 from imitlab.train.train_config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -150,6 +151,8 @@ def train(config: TrainConfig) -> dict[str, Any]:
             )  # fmt: skip
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
+    trackers = parse_report_to(config.report_to)
+    run_name = config.run_name or out.name
     use_cpu = not torch.cuda.is_available()
     args = TrainingArguments(
         output_dir=str(out / "checkpoints"),
@@ -174,7 +177,8 @@ def train(config: TrainConfig) -> dict[str, Any]:
         ddp_backend="gloo" if use_cpu and world > 1 else None,
         # transformers 5 renamed it activation_checkpointing; pass it only when asked for.
         **({"activation_checkpointing": True} if config.gradient_checkpointing else {}),
-        report_to="none",
+        report_to=trackers or "none",
+        run_name=run_name,
         dataloader_num_workers=0,
         remove_unused_columns=False,
         disable_tqdm=not _is_main(),
@@ -182,14 +186,15 @@ def train(config: TrainConfig) -> dict[str, Any]:
     metrics_path = out / "metrics.jsonl"
     tokens_per_step = config.batch_size * config.grad_accum * world * config.block_size
     writer = _MetricsWriter(metrics_path, tokens_per_step)
-    trainer = sequential_trainer(
-        model=model,
-        args=args,
-        train_dataset=rows,
-        eval_dataset=eval_rows,
-        data_collator=collate(tokenizer.pad_token_id),
-        callbacks=[writer.callback],
-    )
+    with tracker_environment(trackers, out, run_name):  # the Trainer builds the trackers' callbacks
+        trainer = sequential_trainer(
+            model=model,
+            args=args,
+            train_dataset=rows,
+            eval_dataset=eval_rows,
+            data_collator=collate(tokenizer.pad_token_id),
+            callbacks=[writer.callback],
+        )
     checkpoints = sorted((out / "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
     resume = str(checkpoints[-1]) if checkpoints else None
     if resume and _is_main():

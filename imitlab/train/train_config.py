@@ -41,9 +41,14 @@ class TrainConfig:
     gradient_checkpointing: bool = False
     processes: int = 1  # > 1: data parallel through `accelerate launch` (gloo on CPU, NCCL on GPUs)
     cache: str | None = None
+    report_to: str = "none"  # the Trainer's trackers: none, or tensorboard, wandb, mlflow (comma-separated)
+    run_name: str | None = None  # the run's name in those trackers (default: the out directory's name)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
+        from imitlab.train.tracking import parse_report_to
+
+        parse_report_to(self.report_to)  # an unknown or uninstalled tracker fails before any model loads
         if self.block_size < 16:
             raise ImitlabError(f"block_size must be at least 16, got {self.block_size}")
         if self.batch_size < 1 or self.grad_accum < 1 or self.processes < 1:
