@@ -189,6 +189,8 @@ def eval_(
     api_mode: Annotated[str, typer.Option(help="API endpoint style: chat | completions.")] = "chat",
     batch_size: Annotated[int, typer.Option(help="Local backend batch size.")] = 16,
     threads: Annotated[Optional[int], typer.Option(help="Local backend CPU threads (default: torch's).")] = None,
+    device: Annotated[str, typer.Option(help="Local backend: auto | cpu | cuda | cuda:N | mps.")] = "auto",
+    dtype: Annotated[str, typer.Option(help="Local weights: auto (bf16 on GPU) | bf16 | fp16 | fp32.")] = "auto",
     concurrency: Annotated[int, typer.Option(help="Parallel API requests (llama.cpp slots).")] = 4,
     samples: Annotated[int, typer.Option(help="Code: samples per problem (pass@k for k <= samples).")] = 1,
     max_tokens: Annotated[Optional[int], typer.Option(help="Override the benchmark's token cap.")] = None,
@@ -216,6 +218,7 @@ def eval_(
         model=model, benches=[b.strip() for b in bench.split(",") if b.strip()], out=out, data_dir=data_dir,
         limit=limit, seed=seed, backend=backend, base_url=base_url, api_mode=api_mode, batch_size=batch_size,
         threads=threads, concurrency=concurrency, samples=samples, max_tokens=max_tokens, cache=cache,
+        device=device, dtype=dtype,
     )  # fmt: skip
     with console.status("evaluating ...") as status:
         summaries = run_eval(config, progress=status.update)

@@ -107,7 +107,7 @@ def test_train_resume_and_outputs(tiny_model: Path, tmp_path: Path) -> None:
     data = _write(tmp_path / "data" / "conversations.jsonl", [_conv(i) for i in range(40)])
     out = tmp_path / "run"
     cfg = TrainConfig(base=f"hf:{tiny_model}", data=str(data.parent), out=str(out), block_size=64, batch_size=2,
-                      max_steps=4, save_steps=2, learning_rate=1e-3, warmup_steps=0)  # fmt: skip
+                      max_steps=4, save="steps", save_steps=2, learning_rate=1e-3, warmup_steps=0)  # fmt: skip
     manifest = train(cfg)
     assert (out / "model" / "config.json").is_file() and (out / "model" / "tokenizer_config.json").is_file()
     lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]

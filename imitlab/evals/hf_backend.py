@@ -14,6 +14,7 @@ split), so scores agree with it.
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections import OrderedDict, defaultdict
 from collections.abc import Sequence
@@ -21,6 +22,8 @@ from dataclasses import dataclass
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
+
+from imitlab.devices import describe, dtype_name, resolve
 
 log = logging.getLogger(__name__)
 
@@ -68,14 +71,23 @@ class HFBackend:
 
     name = "hf"
 
-    def __init__(self, path: str, *, batch_size: int = 16, device: str | None = None, threads: int | None = None):
+    def __init__(
+        self,
+        path: str,
+        *,
+        batch_size: int = 16,
+        device: str = "auto",
+        dtype: str = "auto",
+        threads: int | None = None,
+    ):
         if threads:
             torch.set_num_threads(threads)
         self.path = path
+        self.device, self.dtype = resolve(device, dtype)
         self.tokenizer = AutoTokenizer.from_pretrained(path)
-        self.model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.model = AutoModelForCausalLM.from_pretrained(path, dtype=self.dtype)
         self.model.to(self.device).eval()
+        log.info("%s on %s in %s", path, describe(self.device), dtype_name(self.dtype))
         self.batch_size = batch_size
         config = self.model.config
         self.max_length = int(getattr(config, "max_position_embeddings", 2048) or 2048)
@@ -85,6 +97,12 @@ class HFBackend:
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         self.stats = {"prefix_tokens": 0, "item_tokens": 0, "prefix_passes": 0}
         self._prefixes: OrderedDict[tuple[int, ...], DynamicCache] = OrderedDict()
+        self._cache_kw = cache_keyword(self.model)
+
+    @property
+    def precision(self) -> dict[str, str]:
+        """The resolved device and dtype, for manifests."""
+        return {"device": describe(self.device), "dtype": dtype_name(self.dtype)}
 
     # -- tokenization (lm-evaluation-harness compatible) ------------------------------------------------
     def encode(self, text: str) -> list[int]:
@@ -118,10 +136,11 @@ class HFBackend:
         out = self.model(input_ids=ids, use_cache=True, logits_to_keep=1)
         self.stats["prefix_tokens"] += len(key)
         self.stats["prefix_passes"] += 1
-        self._prefixes[key] = out.cache  # the cache the model filled
+        filled = filled_cache(out)  # the cache the model filled
+        self._prefixes[key] = filled
         while len(self._prefixes) > _KEEP_PREFIXES:
             self._prefixes.popitem(last=False)
-        return out.cache, len(key)
+        return filled, len(key)
 
     def _expand(self, prefix: DynamicCache | None, batch: int) -> DynamicCache | None:
         if prefix is None:
@@ -187,8 +206,8 @@ class HFBackend:
                     input_ids=ids,
                     attention_mask=mask,
                     position_ids=pos,
-                    cache=self._expand(prefix, len(chunk)),
                     use_cache=prefix is not None,
+                    **{self._cache_kw: self._expand(prefix, len(chunk))},
                     logits_to_keep=keep,
                 )
                 lp = torch.log_softmax(out.logits.float(), dim=-1)
@@ -259,8 +278,8 @@ class HFBackend:
         next_pos = pos[:, -1] + 1
         for _ in range(max_tokens):
             out = self.model(
-                input_ids=ids, attention_mask=mask, position_ids=pos, cache=cache, use_cache=True,
-                logits_to_keep=1,
+                input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1,
+                **{self._cache_kw: cache},
             )  # fmt: skip
             logits = out.logits[:, -1].float()
             if temperature > 0:
@@ -291,6 +310,18 @@ class HFBackend:
             mask = torch.cat([mask, torch.ones((len(alive), 1), dtype=mask.dtype, device=self.device)], dim=1)
             next_pos = next_pos + 1
         return texts
+
+
+def cache_keyword(model: torch.nn.Module) -> str:
+    """The name ``model.forward`` takes its KV cache by: ``past_key_values`` up to transformers 5.17 at least,
+    ``cache`` in later 5.x (which still accepts the old name, with a deprecation warning)."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+def filled_cache(out: object) -> DynamicCache:
+    """The KV cache a forward pass returned, under either name (see :func:`cache_keyword`)."""
+    fields = getattr(type(out), "__dataclass_fields__", {})
+    return out.cache if "cache" in fields else out.past_key_values  # type: ignore[attr-defined]
 
 
 def _cut_at_stop(text: str, stop: Sequence[str]) -> str:

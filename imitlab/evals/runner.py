@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from imitlab.config import data_dir as find_data_dir
+from imitlab.devices import check_device, check_dtype
 from imitlab.errors import ImitlabError
 from imitlab.evals import metrics, sandbox
 from imitlab.evals.task import Item, Task, check_files, get_task
@@ -53,6 +54,8 @@ class EvalConfig:
     base_url: str | None = None
     batch_size: int = 16
     threads: int | None = None  # torch CPU threads for the local backend (1 is faster on a busy machine)
+    device: str = "auto"  # local backend: auto | cpu | cuda | cuda:N | mps (imitlab.devices)
+    dtype: str = "auto"  # local backend weights: auto | bf16 | fp16 | fp32 (auto: bf16 on a GPU, fp32 on CPU)
     concurrency: int = 4  # parallel requests to an API endpoint
     api_mode: str = "chat"  # "chat" or "completions" for API endpoints
     samples: int = 1  # code: samples per problem (pass@k for k <= samples)
@@ -98,6 +101,8 @@ def run_eval(
     tasks = [get_task(name) for name in config.benches]  # unknown names fail before any model loads
     for task in tasks:
         config.limit_for(task.name)  # as does a per-benchmark limit that misses one
+    check_device(config.device)
+    check_dtype(config.dtype)
     data = find_data_dir(config.data_dir)
     data_hashes = {t.name: _hash_files(check_files(t, data)) for t in tasks}
     config.out.mkdir(parents=True, exist_ok=True)
@@ -121,7 +126,13 @@ def open_backend(config: EvalConfig) -> Iterator[Backend]:
     if kind == "hf":
         from imitlab.evals.hf_backend import HFBackend
 
-        backend = HFBackend(resolve_hf(spec, config.cache), batch_size=config.batch_size, threads=config.threads)
+        backend = HFBackend(
+            resolve_hf(spec, config.cache),
+            batch_size=config.batch_size,
+            device=config.device,
+            dtype=config.dtype,
+            threads=config.threads,
+        )
         backend.spec = str(spec)  # type: ignore[attr-defined]
         yield backend
     elif kind == "api":
@@ -187,6 +198,8 @@ def _run_task(
     records_path = config.out / f"{task.name}.items.jsonl"
     run_path = config.out / f"{task.name}.run.json"
     key = config.run_key(task, data_hash)
+    if getattr(backend, "precision", None):  # bf16 and fp32 scores differ slightly: one items file, one precision
+        key["dtype"] = backend.precision["dtype"]
     done = _resume(records_path, run_path, key)
     todo = [p for p in prepared if p.item["id"] not in done]
     if done:
@@ -414,6 +427,7 @@ def _write_manifest(
     config_dict = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items()}
     manifest = {
         "config": config_dict, "backend": getattr(backend, "name", "?"), "model_spec": getattr(backend, "spec", None),
+        "precision": getattr(backend, "precision", None),  # the local backend's resolved device and dtype
         "data_dir": str(data), "data_sha256": data_hashes, "benches": {t.name: t.about for t in tasks},
         "versions": versions, "python": platform.python_version(),
         "sandbox": {k: v for k, v in sandbox.isolation().items() if k != "prefix"}

@@ -2,6 +2,7 @@
 
 Used where a model has weights but no server: trained students in a sweep, for the judge and the style
 metrics. Writes the answers-file format the judge reads: one ``{"id", "prompt", "answer", "model"}`` per line.
+Runs on the GPU in bf16 when there is one (``device``/``dtype``, see :mod:`imitlab.devices`).
 """
 
 from __future__ import annotations
@@ -21,21 +22,23 @@ def generate_answers_local(
     model_name: str,
     max_new_tokens: int = 256,
     batch_size: int = 8,
+    device: str = "auto",
+    dtype: str = "auto",
 ) -> Path:
     """Answer ``(id, prompt)`` pairs with the model in ``model_dir``; write them to ``out`` (atomically)."""
     import torch
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from imitlab.devices import resolve
     from imitlab.models.tokenizer import ensure_chat_template
 
     out = Path(out)
     if out.is_file():
         return out
-    from transformers import AutoTokenizer
-
+    where, precision = resolve(device, dtype)
     tokenizer = ensure_chat_template(AutoTokenizer.from_pretrained(model_dir))
     tokenizer.padding_side = "left"
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=precision).to(where).eval()
     rows: list[dict[str, Any]] = []
     for start in range(0, len(prompts), batch_size):
         batch = prompts[start : start + batch_size]
@@ -43,8 +46,8 @@ def generate_answers_local(
             tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True)
             for _, p in batch
         ]
-        enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
-        with torch.no_grad():
+        enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(where)
+        with torch.inference_mode():
             generated = model.generate(
                 **enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id
             )

@@ -342,6 +342,7 @@ def _train(base: str, kind: str, budget: int, data: Path, config: SweepConfig, c
                 epochs=t.epochs,
                 lora=t.lora,
                 seed=config.seed,
+                save="steps",  # resumable: a killed train stage picks up its last checkpoint
                 save_steps=25,
                 cache=config.cache,
                 processes=t.processes,

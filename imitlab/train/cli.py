@@ -32,8 +32,12 @@ def train_cmd(
     lora: Annotated[bool, typer.Option(help="Train LoRA adapters instead of all weights.")] = False,
     lora_r: Annotated[int, typer.Option(help="LoRA rank.")] = 16,
     adapter_only: Annotated[bool, typer.Option(help="With --lora: save the adapter, not a merged model.")] = False,
-    save_steps: Annotated[int, typer.Option(help="Checkpoint every N steps.")] = 50,
-    bf16: Annotated[str, typer.Option(help="auto | yes | no")] = "auto",
+    save: Annotated[
+        str, typer.Option(help="final: the model at the end | steps: also resumable checkpoints | none: no weights.")
+    ] = "final",
+    save_steps: Annotated[int, typer.Option(help="With --save steps: checkpoint every N steps.")] = 50,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda | mps (auto: the GPU when there is one).")] = "auto",
+    dtype: Annotated[str, typer.Option(help="Mixed-precision compute: auto | bf16 | fp16 | fp32.")] = "auto",
     gradient_checkpointing: Annotated[bool, typer.Option(help="Trade compute for memory.")] = False,
     processes: Annotated[int, typer.Option(help="Data-parallel processes (accelerate; gloo on CPU).")] = 1,
     report_to: Annotated[
@@ -52,12 +56,13 @@ def train_cmd(
         eval_data=str(eval_data) if eval_data else None, block_size=block_size, packing=packing, epochs=epochs,
         max_steps=max_steps, batch_size=batch_size, grad_accum=grad_accum, learning_rate=lr, warmup_steps=warmup,
         scheduler=scheduler, seed=seed, lora=lora, lora_r=lora_r, lora_alpha=2 * lora_r, merge_lora=not adapter_only,
-        save_steps=save_steps, bf16=bf16, gradient_checkpointing=gradient_checkpointing, processes=processes,
-        cache=str(cache) if cache else None,
+        save=save, save_steps=save_steps, device=device, dtype=dtype, gradient_checkpointing=gradient_checkpointing,
+        processes=processes, cache=str(cache) if cache else None,
     )  # fmt: skip
     manifest = launch(config)
     results = manifest.get("results", {})
-    console.print(f"[green]✓[/] trained {base} for {results.get('steps')} steps -> {out / 'model'}", soft_wrap=True)
+    where = out / "model" if save != "none" else out
+    console.print(f"[green]✓[/] trained {base} for {results.get('steps')} steps -> {where}", soft_wrap=True)
     for key in ("train_loss", "eval_loss_before", "eval_loss_after"):
         if key in results:
             console.print(f"  {key}: {results[key]:.4f}")

@@ -11,7 +11,11 @@ Outputs in ``out``::
     model/          the trained student (HF format; LoRA merged unless merge_lora is off)
     metrics.jsonl   one line per log step: step, loss, learning_rate, tokens_per_s, ...; eval lines too
     manifest.json   config, data set manifest + hash, base model, packing stats, versions, results
-    checkpoints/    Trainer checkpoints; rerunning the same command resumes from the last one
+    checkpoints/    with ``save: steps`` only: resumable Trainer checkpoints (weights and optimizer state);
+                    rerunning the same command resumes from the last one
+
+Precision is mixed: master weights and optimizer state in fp32, forward and backward under autocast in
+``dtype`` (bf16 on a GPU by default). With LoRA the frozen base weights load in ``dtype`` directly.
 """
 
 from __future__ import annotations
@@ -52,15 +56,37 @@ def load_records(config: TrainConfig, tokenizer: Any) -> tuple[list[dict[str, An
     return chosen, {"budget": config.tokens, "records": len(chosen), **report["subsets"][str(config.tokens)]}
 
 
-def _precision(config: TrainConfig) -> bool:
-    import torch
+def training_precision(config: TrainConfig) -> tuple[Any, Any]:
+    """The device the run's processes use (its type: each process gets its own GPU) and the compute dtype."""
+    from imitlab.devices import resolve
 
-    if config.bf16 == "yes":
-        return True
-    return config.bf16 == "auto" and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    device, dtype = resolve(config.device, config.dtype)
+    if device.type == "cpu" and str(dtype) == "torch.float16":
+        raise ImitlabError("dtype fp16: mixed-precision training in fp16 needs a GPU; use bf16 or fp32 on the CPU")
+    return device, dtype
 
 
-def load_student(config: TrainConfig) -> tuple[Any, Any, str]:
+def checkpointing_arguments(enabled: bool) -> dict[str, Any]:
+    """TrainingArguments for activation (gradient) checkpointing under the name this transformers uses.
+
+    transformers 5.0-5.17 call it ``gradient_checkpointing``; later 5.x call it ``activation_checkpointing``
+    and keep the old name as a deprecated alias. Non-reentrant checkpointing also works when the inputs need
+    no gradient (LoRA with frozen embeddings).
+    """
+    from dataclasses import fields
+
+    from transformers import TrainingArguments
+
+    if not enabled:
+        return {}
+    names = {f.name for f in fields(TrainingArguments)}
+    name = "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
+    return {name: True, f"{name}_kwargs": {"use_reentrant": False}}
+
+
+def load_student(config: TrainConfig, dtype: Any = None) -> tuple[Any, Any, str]:
+    """The student and its tokenizer. Full fine-tuning loads fp32 master weights; LoRA loads the frozen base in
+    ``dtype`` (half the memory on a GPU) and peft keeps the adapters in fp32."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -69,7 +95,8 @@ def load_student(config: TrainConfig) -> tuple[Any, Any, str]:
 
     path = resolve_hf(parse_spec(config.base), config.cache)
     tokenizer = load_tokenizer(config.base, config.cache)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    weights = dtype if config.lora and dtype is not None else torch.float32
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=weights)
     if config.lora:
         from peft import LoraConfig, get_peft_model
 
@@ -122,12 +149,15 @@ def train(config: TrainConfig) -> dict[str, Any]:
     import torch
     from transformers import TrainingArguments
 
+    from imitlab.devices import describe, dtype_name
+
     config.validate()
+    device, dtype = training_precision(config)
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
 
-    model, tokenizer, base_path = load_student(config)
+    model, tokenizer, base_path = load_student(config, dtype)
     records, budget = load_records(config, tokenizer)
     rows, stats = build_rows(tokenizer, records, block_size=config.block_size, packing=config.packing, seed=config.seed)
     eval_rows: list[dict[str, list[int]]] | None = None
@@ -153,7 +183,9 @@ def train(config: TrainConfig) -> dict[str, Any]:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     trackers = parse_report_to(config.report_to)
     run_name = config.run_name or out.name
-    use_cpu = not torch.cuda.is_available()
+    use_cpu = device.type == "cpu"
+    if _is_main():
+        log.info("training on %s, %s mixed precision, save: %s", describe(device), dtype_name(dtype), config.save)
     args = TrainingArguments(
         output_dir=str(out / "checkpoints"),
         per_device_train_batch_size=config.batch_size,
@@ -167,16 +199,18 @@ def train(config: TrainConfig) -> dict[str, Any]:
         warmup_steps=config.warmup_steps,
         lr_scheduler_type=config.scheduler,
         logging_steps=config.logging_steps,
-        save_strategy="steps",
+        # Only resumable runs write checkpoints: one holds the weights and the optimizer state (16 bytes per
+        # parameter with AdamW: ~8 GB at 0.5B, ~110 GB at 7B).
+        save_strategy="steps" if config.save == "steps" else "no",
         save_steps=config.save_steps,
         save_total_limit=2,
         seed=config.seed,
         data_seed=config.seed,
-        bf16=_precision(config),
+        bf16=dtype == torch.bfloat16,
+        fp16=dtype == torch.float16,
         use_cpu=use_cpu,
         ddp_backend="gloo" if use_cpu and world > 1 else None,
-        # transformers 5 renamed it activation_checkpointing; pass it only when asked for.
-        **({"activation_checkpointing": True} if config.gradient_checkpointing else {}),
+        **checkpointing_arguments(config.gradient_checkpointing),
         report_to=trackers or "none",
         run_name=run_name,
         dataloader_num_workers=0,
@@ -196,7 +230,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
             callbacks=[writer.callback],
         )
     checkpoints = sorted((out / "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
-    resume = str(checkpoints[-1]) if checkpoints else None
+    resume = str(checkpoints[-1]) if checkpoints and config.save == "steps" else None
     if resume and _is_main():
         log.info("resuming from %s", resume)
 
@@ -209,12 +243,14 @@ def train(config: TrainConfig) -> dict[str, Any]:
     if eval_rows is not None:
         results["eval_loss_after"] = trainer.evaluate()["eval_loss"]
 
+    results["precision"] = {"device": describe(device), "dtype": dtype_name(dtype)}
     manifest: dict[str, Any] = {}
     if trainer.is_world_process_zero():
-        _save_model(trainer.model, tokenizer, out / "model", merge=config.lora and config.merge_lora)
+        if config.save != "none":
+            _save_model(trainer.model, tokenizer, out / "model", merge=config.lora and config.merge_lora)
         manifest = _manifest(config, base_path, stats, eval_stats, budget, results, started, world)
         atomic_write_text(out / "manifest.json", json.dumps(manifest, indent=2))
-        log.info("saved %s (train loss %.4f)", out / "model", results["train_loss"])
+        log.info("finished %s (train loss %.4f, save: %s)", out, results["train_loss"], config.save)
     return manifest
 
 

@@ -7,7 +7,10 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from imitlab.devices import check_device, check_dtype
 from imitlab.errors import ImitlabError
+
+SAVE_POLICIES = ("final", "steps", "none")
 
 
 @dataclass
@@ -35,9 +38,13 @@ class TrainConfig:
     lora_dropout: float = 0.05
     lora_targets: list[str] | str = "all-linear"
     merge_lora: bool = True  # save a merged model (False: adapter only)
-    save_steps: int = 50  # checkpoint every N optimizer steps (resume picks up the last one)
+    # What the run writes: "final" the trained model only; "steps" also a resumable checkpoint (weights and
+    # optimizer state) every save_steps, which a rerun picks up; "none" no weights at all (benchmarks).
+    save: str = "final"
+    save_steps: int = 50
     logging_steps: int = 1
-    bf16: str = "auto"  # "auto" (on when the GPU supports it), "yes", "no"
+    device: str = "auto"  # auto | cpu | cuda | mps; one process per GPU is --processes (imitlab.devices)
+    dtype: str = "auto"  # mixed-precision compute dtype: auto | bf16 | fp16 | fp32 (weights stay fp32)
     gradient_checkpointing: bool = False
     processes: int = 1  # > 1: data parallel through `accelerate launch` (gloo on CPU, NCCL on GPUs)
     cache: str | None = None
@@ -55,8 +62,18 @@ class TrainConfig:
             raise ImitlabError("batch_size, grad_accum and processes must be at least 1")
         if self.tokens is not None and self.tokens < 1:
             raise ImitlabError(f"token budget must be positive, got {self.tokens}")
-        if self.bf16 not in ("auto", "yes", "no"):
-            raise ImitlabError(f"bf16 must be auto, yes or no, got {self.bf16!r}")
+        if self.save not in SAVE_POLICIES:
+            raise ImitlabError(f"save must be one of {', '.join(SAVE_POLICIES)}, got {self.save!r}")
+        if self.save_steps < 1:
+            raise ImitlabError(f"save_steps must be at least 1, got {self.save_steps}")
+        check_device(self.device)
+        if self.device.startswith("cuda:"):
+            # The Trainer puts a single process on cuda:0 (and one process per GPU with --processes).
+            raise ImitlabError(
+                f"device {self.device!r}: training picks GPUs through CUDA_VISIBLE_DEVICES and --processes; "
+                "use --device cuda"
+            )
+        check_dtype(self.dtype)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
