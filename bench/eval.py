@@ -3,7 +3,7 @@
 Both score the same MMLU test items (the first ``--per-subject`` items of each of ``--subjects`` subjects)
 with the same 5 dev shots per subject, on the same HF checkpoint, fp32 on CPU, in this one process:
 
-1. ``imitlab``  :func:`imitlab.evals.run_eval` with :class:`~imitlab.evals.hf_backend.HFBackend` (the
+1. ``imitlab``  :func:`imitlab.evals.run_eval` with :class:`~imitlab.evals.hf_backend.HFModel` (the
                few-shot prefix's KV cache computed once per subject and reused; only the answer-letter
                position goes through the output layer);
 2. ``lm-eval``  ``lm_eval.simple_evaluate`` with its HF backend on local YAML tasks over the same items
@@ -31,7 +31,7 @@ import torch
 from imitlab.config import data_dir
 from imitlab.evals import EvalConfig, get_task, run_eval
 from imitlab.evals import task as registry
-from imitlab.evals.hf_backend import HFBackend
+from imitlab.evals.hf_backend import HFModel
 from imitlab.evals.lmeval_ref import run_lm_eval_many
 from imitlab.models.spec import parse_spec, resolve_hf
 
@@ -74,9 +74,9 @@ def main() -> None:
     def imitlab_run() -> tuple[float, dict[str, int]]:
         with tempfile.TemporaryDirectory() as tmp:
             start = time.perf_counter()
-            backend = HFBackend(model_dir, batch_size=args.batch_size)
+            backend = HFModel(model_dir, batch_size=args.batch_size)
             config = EvalConfig(model=args.model, benches=["mmlu_bench"], out=Path(tmp), data_dir=data_dir())
-            run_eval(config, backend=backend)
+            run_eval(config, model=backend)
             seconds = time.perf_counter() - start
             lines = (Path(tmp) / "mmlu_bench.items.jsonl").read_text().splitlines()
         return seconds, {r["id"]: r["pred"] for r in map(json.loads, lines)}

@@ -14,7 +14,7 @@ import pytest
 
 from imitlab.config import data_dir
 from imitlab.evals import EvalConfig, get_task, run_eval
-from imitlab.evals.hf_backend import HFBackend
+from imitlab.evals.hf_backend import HFModel
 from imitlab.evals.task import Item
 from imitlab.models.packaged import PulledModel
 
@@ -26,7 +26,7 @@ MMLU_PER_SUBJECT = 4
 ARC_ITEMS = 6
 
 
-def _imitlab_predictions(backend: HFBackend, bench: str, ids: list[str], out: Path) -> dict[str, int]:
+def _imitlab_predictions(backend: HFModel, bench: str, ids: list[str], out: Path) -> dict[str, int]:
     task = get_task(bench)
     config = EvalConfig(model="smollm2", benches=[bench], out=out, data_dir=data_dir())
     # Score exactly the chosen items: a task that loads only them, registered under its own name.
@@ -38,7 +38,7 @@ def _imitlab_predictions(backend: HFBackend, bench: str, ids: list[str], out: Pa
     registry._REGISTRY[subset.name] = subset
     try:
         config.benches = [subset.name]
-        run_eval(config, backend=backend)
+        run_eval(config, model=backend)
     finally:
         registry._REGISTRY.pop(subset.name)
     lines = (out / f"{subset.name}.items.jsonl").read_text().splitlines()
@@ -59,7 +59,7 @@ def _mmlu_items() -> tuple[list[Item], dict[str, list[Item]]]:
 @pytest.mark.real
 def test_mmlu_and_arc_agree_with_lm_eval(smollm2: PulledModel, tmp_path: Path) -> None:
     assert smollm2.hf is not None
-    backend = HFBackend(str(smollm2.hf), batch_size=8)
+    backend = HFModel(str(smollm2.hf), batch_size=8)
     comparisons: list[tuple[str, list[Item], dict[str, list[Item]] | None]] = []
     mmlu, shots = _mmlu_items()
     comparisons.append(("mmlu", mmlu, shots))

@@ -1,4 +1,4 @@
-"""The OpenAI-compatible backend: letter answers by logprobs or by generation, through real HTTP."""
+"""An API model in the eval runner: letter answers by logprobs or by generation, through real HTTP."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import pytest
 
 from imitlab.config import data_dir
 from imitlab.evals import EvalConfig, run_eval
-from imitlab.evals.api_backend import APIBackend
-from imitlab.models.client import ChatClient
+from imitlab.models.api_model import open_model
+from imitlab.models.engine import EngineSettings
 from imitlab.models.server import LlamaServer
 
 
@@ -31,7 +31,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             tops = [{"token": t, "logprob": lp, "bytes": None} for t, lp in self.top]
             logprobs = {"content": [{**tops[0], "top_logprobs": tops}]}
         reply = {
-            "id": "x", "object": "chat.completion", "created": 0, "model": "fake",
+            "id": f"x{len(self.seen)}", "object": "chat.completion", "created": 0, "model": "fake",
             "choices": [{"index": 0, "finish_reason": "stop", "logprobs": logprobs,
                          "message": {"role": "assistant", "content": self.content}}],
             "usage": {"prompt_tokens": 10, "completion_tokens": 1, "total_tokens": 11},
@@ -61,11 +61,9 @@ def fake_server() -> Iterator[type[_Handler]]:
 
 def _run(tmp_path: Path, base_url: str, benches: list[str], limit: int, **kw: Any) -> dict[str, Any]:
     config = EvalConfig(model="openai:fake", benches=benches, out=tmp_path, data_dir=data_dir(), limit=limit, **kw)
-    backend = APIBackend(ChatClient(base_url, "fake"), concurrency=2)
-    try:
-        return run_eval(config, backend=backend)
-    finally:
-        backend.close()
+    settings = EngineSettings(concurrency=2, use_cache=False, progress=False)
+    with open_model("openai:fake", base_url=base_url, settings=settings) as model:
+        return run_eval(config, model=model)
 
 
 def _records(out: Path, bench: str) -> list[dict[str, Any]]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from imitlab.evals.hf_backend import GenRequest, HFBackend, LLRequest
+from imitlab.evals.hf_backend import GenRequest, HFModel, LLRequest
 from imitlab.models.packaged import PulledModel
 
 PREFIX = "Answer these questions:\n\nQ: capital of France?\nA: Paris\n\nQ: two plus two?\nA: four\n\n"
@@ -13,13 +13,13 @@ QUESTIONS = ["Q: who wrote Hamlet?\nA:", "Q: colour of the clear sky?\nA:", "Q: 
 
 
 @pytest.fixture(scope="module")
-def backend(smollm2: PulledModel) -> HFBackend:
+def backend(smollm2: PulledModel) -> HFModel:
     assert smollm2.hf is not None
-    return HFBackend(str(smollm2.hf), batch_size=2)  # batches of 2 so padding and several batches happen
+    return HFModel(str(smollm2.hf), batch_size=2)  # batches of 2 so padding and several batches happen
 
 
 @pytest.mark.real
-def test_cached_loglikelihood_equals_a_full_forward_pass(backend: HFBackend) -> None:
+def test_cached_loglikelihood_equals_a_full_forward_pass(backend: HFModel) -> None:
     requests = [LLRequest(PREFIX + q, c, prefix_key="p") for q in QUESTIONS for c in (" A", " Shakespeare", " the sun")]
     before = dict(backend.stats)
     results = backend.loglikelihood(requests)
@@ -39,7 +39,7 @@ def test_cached_loglikelihood_equals_a_full_forward_pass(backend: HFBackend) -> 
 
 
 @pytest.mark.real
-def test_cached_batched_greedy_equals_plain_generate(backend: HFBackend) -> None:
+def test_cached_batched_greedy_equals_plain_generate(backend: HFModel) -> None:
     outputs = backend.generate([GenRequest(PREFIX + q, "p") for q in QUESTIONS], stop=["\n"], max_tokens=12)
     tok = backend.tokenizer
     for question, (got,) in zip(QUESTIONS, outputs, strict=True):

@@ -6,9 +6,10 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
-from typing import ClassVar
+from typing import Any
 
 import pytest
 
@@ -16,20 +17,36 @@ from imitlab.config import data_dir
 from imitlab.errors import ImitlabError
 from imitlab.evals import EvalConfig, Task, get_task, known_tasks, register, run_eval
 from imitlab.evals import task as task_module
-from imitlab.evals.api_backend import LetterAnswer
-from imitlab.evals.hf_backend import GenRequest, LLRequest, LLResult
+from imitlab.models.api_model import APIModel
+from imitlab.models.base import Capabilities, GenRequest, LLRequest, LLResult, Model
+from imitlab.models.engine import EngineSettings
+from imitlab.models.function_model import function_model
 
 
 class FakeLocal:
-    """Behaves like HFBackend: scores a continuation by how often its text occurs in the context."""
+    """A Model that scores any continuation (like HFModel): by how often its text occurs in the context."""
 
-    name = "hf"
+    spec = name = identity = "fake-local"
+    capabilities = Capabilities(loglikelihood="any", top_logprobs=0)
 
     def __init__(self, output: str = "", fail_after: int | None = None) -> None:
         self.output = output
         self.calls = 0
         self.fail_after = fail_after
-        self.stats: dict[str, int] = {}
+        self.usage: dict[str, int] = {}
+        self.modes: set[str] = set()
+
+    def describe(self) -> dict[str, Any]:
+        return {"backend": "fake", "spec": self.spec, "identity": self.identity}
+
+    def chat(self, conversations: Sequence[object], **kw: object) -> list[Any]:
+        raise NotImplementedError
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        return [len(t.split()) for t in texts]
+
+    def close(self) -> None:
+        pass
 
     def _tick(self) -> None:
         self.calls += 1
@@ -42,19 +59,25 @@ class FakeLocal:
 
     def generate(self, requests: Sequence[GenRequest], **kw: object) -> list[list[str]]:
         self._tick()
+        self.modes.add(str(kw.get("mode")))
         return [[self.output] * int(kw.get("n", 1)) for _ in requests]  # type: ignore[call-overload]
 
 
-class FakeAPI:
-    name = "api"
-    mode = "chat"
-    stats: ClassVar[dict[str, int]] = {}
+@contextmanager
+def fake_api(answer: str = "") -> Iterator[APIModel]:
+    """A real APIModel (engine, letters by logprobs then by generation) whose endpoint always says ``answer``."""
 
-    def choose_letters(self, prompts: Sequence[str], letters: Sequence[Sequence[str]]) -> list[LetterAnswer]:
-        return [LetterAnswer(None, "generate", "") for _ in prompts]
+    async def reply(messages: list[dict[str, str]]) -> str:
+        return answer
 
-    def generate(self, prompts: Sequence[str], **kw: object) -> list[list[str]]:
-        return [[""] * int(kw.get("n", 1)) for _ in prompts]  # type: ignore[call-overload]
+    with function_model(reply, name="fake-api", settings=EngineSettings(progress=False)) as model:
+        yield model
+
+
+def test_fakes_are_models() -> None:
+    assert isinstance(FakeLocal(), Model)
+    with fake_api() as api:
+        assert isinstance(api, Model)
 
 
 def _config(tmp_path: Path, benches: list[str], **kw: object) -> EvalConfig:
@@ -67,7 +90,7 @@ def _records(out: Path, bench: str) -> list[dict]:
 
 def test_unknown_benchmark_lists_the_known_ones(tmp_path: Path) -> None:
     with pytest.raises(ImitlabError) as err:
-        run_eval(_config(tmp_path, ["mmlu", "nq-open"]), backend=FakeLocal())
+        run_eval(_config(tmp_path, ["mmlu", "nq-open"]), model=FakeLocal())
     message = str(err.value)
     assert "'nq-open'" in message
     for name in ("arc_challenge", "arc_easy", "humaneval", "mmlu", "nq_open", "triviaqa"):
@@ -78,13 +101,13 @@ def test_missing_data_dir_says_where_it_looked_and_how_to_fix(tmp_path: Path, mo
     monkeypatch.delenv("IMITLAB_DATA", raising=False)
     config = EvalConfig(model="fake", benches=["mmlu"], out=tmp_path / "out")
     with pytest.raises(ImitlabError, match=r"neither --data-dir nor \$IMITLAB_DATA is set.*--data-dir DIR"):
-        run_eval(config, backend=FakeLocal())
+        run_eval(config, model=FakeLocal())
     config.data_dir = tmp_path / "nowhere"
     with pytest.raises(ImitlabError, match=r"--data-dir = .*nowhere \(not a directory\)"):
-        run_eval(config, backend=FakeLocal())
+        run_eval(config, model=FakeLocal())
     config.data_dir = tmp_path  # exists, but holds no benchmark files
     with pytest.raises(ImitlabError, match=r"mmlu: data not found: .*mmlu/test.*IMITLAB_DATA"):
-        run_eval(config, backend=FakeLocal())
+        run_eval(config, model=FakeLocal())
 
 
 def test_cli_unknown_benchmark_is_one_clear_line(tmp_path: Path) -> None:
@@ -117,7 +140,7 @@ def test_a_new_benchmark_needs_only_a_declaration(tmp_path: Path) -> None:
     try:
         assert "capitals_test" in known_tasks()
         config = EvalConfig(model="fake", benches=["capitals_test"], out=tmp_path / "out", data_dir=data)
-        summary = run_eval(config, backend=FakeLocal(output=" Paris"))["capitals_test"]
+        summary = run_eval(config, model=FakeLocal(output=" Paris"))["capitals_test"]
         assert summary["metrics"]["em"]["value"] == pytest.approx(1 / 3)
         assert [r["em"] for r in _records(config.out, "capitals_test")] == [1.0, 0.0, 0.0]
         with pytest.raises(ValueError, match="registered twice"):
@@ -126,12 +149,17 @@ def test_a_new_benchmark_needs_only_a_declaration(tmp_path: Path) -> None:
         task_module._REGISTRY.pop("capitals_test")
 
 
-@pytest.mark.parametrize("backend", [FakeLocal(output=""), FakeAPI()], ids=["local", "api"])
-def test_empty_model_output_scores_zero(tmp_path: Path, backend: object) -> None:
+@pytest.mark.parametrize("kind", ["local", "api"])
+def test_empty_model_output_scores_zero(tmp_path: Path, kind: str) -> None:
     config = _config(tmp_path, ["nq_open", "triviaqa", "humaneval", "arc_easy"], limit=3)
-    if isinstance(backend, FakeLocal):
+    if kind == "local":
         config.benches.remove("arc_easy")  # log-likelihood has no "empty output"
-    summaries = run_eval(config, backend=backend)
+        local = FakeLocal(output="")
+        summaries = run_eval(config, model=local)
+        assert local.modes == {"completions"}  # scored on raw prompts whatever api_mode says, like lm-eval
+    else:
+        with fake_api() as api:
+            summaries = run_eval(config, model=api)
     for name in ("nq_open", "triviaqa"):
         assert summaries[name]["metrics"]["em"]["value"] == 0.0
         assert summaries[name]["metrics"]["f1"]["value"] == 0.0
@@ -145,36 +173,37 @@ def test_empty_model_output_scores_zero(tmp_path: Path, backend: object) -> None
 def test_limit_gives_both_models_the_same_items(tmp_path: Path) -> None:
     a = _config(tmp_path / "a", ["mmlu", "arc_challenge"], limit=7)
     b = _config(tmp_path / "b", ["mmlu", "arc_challenge"], limit=7)
-    run_eval(a, backend=FakeLocal())
-    run_eval(b, backend=FakeAPI())
+    run_eval(a, model=FakeLocal())
+    with fake_api() as api:
+        run_eval(b, model=api)
     for bench in ("mmlu", "arc_challenge"):
         ids_a = sorted(r["id"] for r in _records(a.out, bench))
         ids_b = sorted(r["id"] for r in _records(b.out, bench))
         assert ids_a == ids_b and len(ids_a) == 7
     c = _config(tmp_path / "c", ["mmlu"], limit=7, seed=99)
-    run_eval(c, backend=FakeLocal())
+    run_eval(c, model=FakeLocal())
     assert sorted(r["id"] for r in _records(c.out, "mmlu")) != sorted(r["id"] for r in _records(a.out, "mmlu"))
 
 
 def test_limit_per_benchmark_in_one_run(tmp_path: Path) -> None:
     backend = FakeLocal()
     config = _config(tmp_path, ["mmlu", "arc_challenge"], limit={"mmlu": 5, "arc_challenge": 3})
-    summaries = run_eval(config, backend=backend)  # one backend (one model load) for both
+    summaries = run_eval(config, model=backend)  # one backend (one model load) for both
     assert summaries["mmlu"]["n"] == 5 and summaries["arc_challenge"]["n"] == 3
     assert summaries["mmlu"]["limit"] == 5
     # a per-benchmark limit of 5 picks the same items as a plain limit of 5
     plain = _config(tmp_path / "plain", ["mmlu"], limit=5)
-    run_eval(plain, backend=FakeLocal())
+    run_eval(plain, model=FakeLocal())
     assert sorted(r["id"] for r in _records(config.out, "mmlu")) == sorted(r["id"] for r in _records(plain.out, "mmlu"))
     missing = _config(tmp_path / "missing", ["mmlu", "arc_challenge"], limit={"mmlu": 5})
     with pytest.raises(ImitlabError, match="no item count for 'arc_challenge'"):
-        run_eval(missing, backend=FakeLocal())
+        run_eval(missing, model=FakeLocal())
     assert not (tmp_path / "missing" / "out" / "mmlu.items.jsonl").exists()  # refused before scoring anything
 
 
 def test_mmlu_records_and_summary(tmp_path: Path) -> None:
     config = _config(tmp_path, ["mmlu"], limit=12)
-    summary = run_eval(config, backend=FakeLocal())["mmlu"]
+    summary = run_eval(config, model=FakeLocal())["mmlu"]
     records = _records(config.out, "mmlu")
     for r in records:
         assert r["prompt"].startswith(
@@ -198,16 +227,16 @@ def test_mmlu_records_and_summary(tmp_path: Path) -> None:
 def test_resume_scores_only_what_is_missing(tmp_path: Path) -> None:
     config = _config(tmp_path, ["arc_easy"], limit=6, chunk=2)
     with pytest.raises(KeyboardInterrupt):
-        run_eval(config, backend=FakeLocal(fail_after=2))
+        run_eval(config, model=FakeLocal(fail_after=2))
     assert len(_records(config.out, "arc_easy")) == 4
     with open(config.out / "arc_easy.items.jsonl", "a") as f:
         f.write('{"id": "torn')  # a write cut off by the crash
     backend = FakeLocal()
-    summary = run_eval(config, backend=backend)["arc_easy"]
+    summary = run_eval(config, model=backend)["arc_easy"]
     assert backend.calls == 1 and summary["scored_this_run"] == 2 and summary["n"] == 6
     assert len({r["id"] for r in _records(config.out, "arc_easy")}) == 6
     config.seed = 7  # other settings: the old records are not mixed in
-    summary = run_eval(config, backend=FakeLocal())["arc_easy"]
+    summary = run_eval(config, model=FakeLocal())["arc_easy"]
     assert summary["scored_this_run"] == 6
 
 
@@ -222,7 +251,7 @@ def test_bad_record_names_file_line_and_field(tmp_path: Path) -> None:
 
 def test_gsm8k_declares_its_own_metric(tmp_path: Path) -> None:
     config = _config(tmp_path, ["gsm8k"], limit=2)
-    summary = run_eval(config, backend=FakeLocal(output=" 2 + 2 = 4. #### 4"))["gsm8k"]
+    summary = run_eval(config, model=FakeLocal(output=" 2 + 2 = 4. #### 4"))["gsm8k"]
     assert list(summary["metrics"]) == ["number"]
     records = _records(config.out, "gsm8k")
     assert all(r["prompt"].count("Question:") == 6 for r in records)  # five shots and the question

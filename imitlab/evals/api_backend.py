@@ -1,29 +1,30 @@
-"""OpenAI-compatible endpoint backend (hosted APIs, vLLM, llama.cpp server, Ollama): generation, and
-multiple choice by the answer letter.
+"""Multiple choice by the answer letter, for a model that cannot score every continuation exactly (an
+OpenAI-compatible endpoint: hosted APIs, vLLM, llama.cpp server, Ollama).
 
-Multiple choice is scored by the log-probabilities the endpoint reports for the first answer token
-(``logprobs`` / ``top_logprobs``) when it gives them, else by generating a short answer and parsing the
-letter from it. Each answer records which method produced it (``"logprobs"`` or ``"generate"``).
+Each item is asked for one token after a "answer with the letter" instruction, with the top alternatives'
+log-probabilities (``Response.top_logprobs``); the most likely letter among them is the answer. When the
+endpoint reports no log-probabilities (or refuses the request), or none of the top tokens is a letter, the
+item is answered by generating a short answer and parsing the letter from it. Each answer records which
+method produced it (``"logprobs"`` or ``"generate"``). Requests go through the model's
+:class:`~imitlab.models.engine.RequestEngine` (retries, response cache, accounting, progress).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
-import openai
-
+from imitlab.errors import ImitlabError
 from imitlab.evals.metrics import parse_letter
-from imitlab.models.client import ChatClient
+from imitlab.models.api_model import APIModel
+from imitlab.models.base import Mode
+from imitlab.models.engine import Request, RequestFailed, Response
 
 log = logging.getLogger(__name__)
 
 LETTER_INSTRUCTION = "Answer with the letter of the correct option only."
-_MAX_STOPS = 4  # the OpenAI API accepts at most four stop strings; the rest are applied here
 
 
 @dataclass(frozen=True)
@@ -34,162 +35,80 @@ class LetterAnswer:
     letter_logprobs: dict[str, float] | None = None
 
 
-class APIBackend:
-    name = "api"
-
-    def __init__(self, client: ChatClient, *, concurrency: int = 4, mode: str = "chat") -> None:
-        if mode not in ("chat", "completions"):
-            raise ValueError(f"mode must be 'chat' or 'completions', got {mode!r}")
-        self.client = client
-        self.concurrency = concurrency
-        self.mode = mode
-        self.logprobs_ok: bool | None = None  # unknown until the first multiple-choice request
-        self.stats = {"requests": 0, "prompt_tokens": 0, "completion_tokens": 0}
-        self._loop: asyncio.AbstractEventLoop | None = None
-
-    # -- low level -------------------------------------------------------------------------------------
-    async def _create(self, prompt: str, system: str | None, **params: Any) -> Any:
-        self.stats["requests"] += 1
-        api = self.client.async_client
-        if self.mode == "completions":
-            full = f"{system}\n\n{prompt}" if system else prompt
-            response = await api.completions.create(model=self.client.model, prompt=full, **params)
-        else:
-            messages = ([{"role": "system", "content": system}] if system else []) + [
-                {"role": "user", "content": prompt}
-            ]
-            response = await api.chat.completions.create(model=self.client.model, messages=messages, **params)
-        usage = getattr(response, "usage", None)
-        if usage is not None:
-            self.stats["prompt_tokens"] += usage.prompt_tokens or 0
-            self.stats["completion_tokens"] += usage.completion_tokens or 0
-        return response
-
-    def _text(self, response: Any) -> str:
-        if not response.choices:
-            return ""
-        choice = response.choices[0]
-        if self.mode == "completions":
-            return choice.text or ""
-        return choice.message.content or ""
-
-    def _run(self, jobs: list[Any]) -> list[Any]:
-        async def gather() -> list[Any]:
-            gate = asyncio.Semaphore(self.concurrency)
-
-            async def one(job: Any) -> Any:
-                async with gate:
-                    return await job
-
-            return await asyncio.gather(*(one(j) for j in jobs))
-
-        # One event loop for the backend's life: the async client's connection pool is bound to it.
-        if self._loop is None:
-            self._loop = asyncio.new_event_loop()
-        return self._loop.run_until_complete(gather())
-
-    def close(self) -> None:
-        if self._loop is not None:
-            self._loop.run_until_complete(self.client.async_client.close())
-            self._loop.close()
-            self._loop = None
-
-    # -- generation ------------------------------------------------------------------------------------
-    def generate(
-        self,
-        prompts: Sequence[str],
-        *,
-        stop: Sequence[str] = (),
-        max_tokens: int = 64,
-        n: int = 1,
-        temperature: float = 0.0,
-        system: str | None = None,
-    ) -> list[list[str]]:
-        async def one(prompt: str) -> str:
-            params: dict[str, Any] = {"max_tokens": max_tokens, "temperature": temperature}
-            if stop:
-                params["stop"] = list(stop)[:_MAX_STOPS]
-            text = self._text(await self._create(prompt, system, **params))
-            return _cut(text, stop)
-
-        flat = self._run([one(p) for p in prompts for _ in range(n)])
-        return [flat[i * n : (i + 1) * n] for i in range(len(prompts))]
-
-    # -- multiple choice by letter ---------------------------------------------------------------------
-    def choose_letters(self, prompts: Sequence[str], letters: Sequence[Sequence[str]]) -> list[LetterAnswer]:
-        """The letter each prompt's answer starts with, by logprobs when the endpoint reports them."""
-        if self.logprobs_ok is None and prompts:
-            first = self._run([self._by_logprobs(prompts[0], letters[0])])[0]
-            self.logprobs_ok = first is not None
-            log.info("endpoint %s logprobs: multiple choice by %s", "gives" if self.logprobs_ok else "lacks",
-                     "logprobs" if self.logprobs_ok else "generation")  # fmt: skip
-        if self.logprobs_ok:
-            answers = self._run([self._by_logprobs(p, ls) for p, ls in zip(prompts, letters, strict=True)])
-            # An item whose top tokens hold no letter falls back to generation for that item only.
-            retry = [i for i, a in enumerate(answers) if a is None]
-        else:
-            answers = [None] * len(prompts)
-            retry = list(range(len(prompts)))
-        if retry:
-            generated = self._run([self._by_generation(prompts[i], letters[i]) for i in retry])
-            for i, answer in zip(retry, generated, strict=True):
-                answers[i] = answer
-        return answers  # type: ignore[return-value]
-
-    async def _by_logprobs(self, prompt: str, letters: Sequence[str]) -> LetterAnswer | None:
-        params: dict[str, Any] = {"max_tokens": 1, "temperature": 0.0}
-        if self.mode == "completions":
-            params["logprobs"] = 20
-        else:
-            params.update(logprobs=True, top_logprobs=20)
-        try:
-            response = await self._create(prompt, LETTER_INSTRUCTION, **params)
-        except openai.BadRequestError as exc:
-            log.info("logprobs request refused (%s); using generation", exc)
-            return None
-        top = _top_logprobs(response, self.mode)
-        if not top:
-            return None
-        best: dict[str, float] = {}
-        for token, logprob in top:
-            key = token.strip().strip("().:").upper()
-            if key in letters and logprob > best.get(key, -math.inf):
-                best[key] = logprob
-        if not best:
-            return None
-        chosen = max(best, key=best.__getitem__)
-        return LetterAnswer(list(letters).index(chosen), "logprobs", top[0][0], best)
-
-    async def _by_generation(self, prompt: str, letters: Sequence[str]) -> LetterAnswer:
-        text = self._text(await self._create(prompt, LETTER_INSTRUCTION, max_tokens=8, temperature=0.0))
-        return LetterAnswer(parse_letter(text, letters), "generate", text)
-
-
-def _top_logprobs(response: Any, mode: str) -> list[tuple[str, float]]:
-    """(token, logprob) alternatives for the first generated token, in either response layout."""
-    if not response.choices:
+def choose_letters(
+    model: APIModel, prompts: Sequence[str], letters: Sequence[Sequence[str]], *, mode: Mode = "chat"
+) -> list[LetterAnswer]:
+    """The letter each prompt's answer starts with, by logprobs when the endpoint reports them."""
+    if not isinstance(model, APIModel):
+        raise ImitlabError(
+            f"{model}: multiple choice needs a model that scores continuations exactly or an OpenAI-compatible "
+            "endpoint that answers by letter"
+        )
+    if not prompts:
         return []
-    logprobs = getattr(response.choices[0], "logprobs", None)
-    if logprobs is None:
-        return []
-    content = _get(logprobs, "content")
-    if content:  # chat layout (llama.cpp uses it for completions too): content[0].top_logprobs
-        return [(_get(t, "token"), _get(t, "logprob")) for t in (_get(content[0], "top_logprobs") or [])]
-    top = _get(logprobs, "top_logprobs")
-    if top:  # legacy completions layout: top_logprobs[0] = {token: logprob}
-        return sorted(top[0].items(), key=lambda kv: -kv[1])
-    return []
+    # The first item tells whether this endpoint gives logprobs at all; if not, the rest skip straight to
+    # generation instead of each paying for a request that cannot help.
+    first = _by_logprobs(model, prompts[:1], letters[:1], mode)
+    answers: list[LetterAnswer | None] = first
+    if first[0] is not None:
+        answers += _by_logprobs(model, prompts[1:], letters[1:], mode)
+    else:
+        log.info("%s gives no logprobs: multiple choice by generation", model.spec)
+        answers += [None] * (len(prompts) - 1)
+    retry = [i for i, a in enumerate(answers) if a is None]  # no letter among the top tokens: generate
+    if retry:
+        generated = _by_generation(model, [prompts[i] for i in retry], [letters[i] for i in retry], mode)
+        for i, answer in zip(retry, generated, strict=True):
+            answers[i] = answer
+    return answers  # type: ignore[return-value]
 
 
-def _get(obj: Any, name: str) -> Any:
-    """A field of an SDK object, or of the plain dict a server's non-standard extra field arrives as."""
-    return obj.get(name) if isinstance(obj, dict) else getattr(obj, name, None)
+def _by_logprobs(
+    model: APIModel, prompts: Sequence[str], letters: Sequence[Sequence[str]], mode: Mode
+) -> list[LetterAnswer | None]:
+    top = model.capabilities.top_logprobs
+    # completions take the number of alternatives as "logprobs"; chat takes a flag and "top_logprobs"
+    params: dict[str, object] = {"logprobs": top} if mode == "completions" else {"logprobs": True, "top_logprobs": top}
+    params.update(max_tokens=1, temperature=0.0)
+    requests = [
+        model.request(p, system=LETTER_INSTRUCTION, mode=mode, tag=f"letter#{i}", **params)
+        for i, p in enumerate(prompts)
+    ]
+    answers: list[LetterAnswer | None] = []
+    for response, ls in zip(model.engine.map(requests, desc="letters by logprobs"), letters, strict=True):
+        if isinstance(response, RequestFailed):
+            if response.failure.retryable:
+                raise ImitlabError(f"{model.spec}: {response}")
+            log.info("logprobs request refused (%s); using generation", response.failure.reason)
+            answers.append(None)
+        else:
+            answers.append(_letter_from_top(response, ls))
+    return answers
 
 
-def _cut(text: str, stop: Sequence[str]) -> str:
-    cut = len(text)
-    for s in stop:
-        at = text.find(s)
-        if at != -1:
-            cut = min(cut, at)
-    return text[:cut]
+def _letter_from_top(response: Response, letters: Sequence[str]) -> LetterAnswer | None:
+    top = response.top_logprobs[0] if response.top_logprobs else []
+    best: dict[str, float] = {}
+    for token, logprob in top:
+        key = token.strip().strip("().:").upper()
+        if key in letters and logprob > best.get(key, -math.inf):
+            best[key] = logprob
+    if not best:
+        return None
+    chosen = max(best, key=best.__getitem__)
+    return LetterAnswer(list(letters).index(chosen), "logprobs", top[0][0], best)
+
+
+def _by_generation(
+    model: APIModel, prompts: Sequence[str], letters: Sequence[Sequence[str]], mode: Mode
+) -> list[LetterAnswer]:
+    requests: list[Request] = [
+        model.request(p, system=LETTER_INSTRUCTION, mode=mode, max_tokens=8, temperature=0.0, tag=f"letter#{i}")
+        for i, p in enumerate(prompts)
+    ]
+    answers = []
+    for response, ls in zip(model.engine.map(requests, desc="letters by generation"), letters, strict=True):
+        if isinstance(response, RequestFailed):
+            raise ImitlabError(f"{model.spec}: {response}")
+        answers.append(LetterAnswer(parse_letter(response.text, ls), "generate", response.text))
+    return answers

@@ -16,14 +16,29 @@ from __future__ import annotations
 
 import inspect
 import logging
+import time
 from collections import OrderedDict, defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
 
 from imitlab.devices import describe, dtype_name, resolve
+from imitlab.models.base import (
+    Capabilities,
+    GenRequest,
+    LLRequest,
+    LLResult,
+    Message,
+    Mode,
+    UnsupportedRequest,
+    prompt_of,
+)
+from imitlab.models.engine import RequestFailed, Response
+
+__all__ = ["GenRequest", "HFBackend", "HFModel", "LLRequest", "LLResult"]  # the request types live in models.base
 
 log = logging.getLogger(__name__)
 
@@ -31,28 +46,6 @@ log = logging.getLogger(__name__)
 _MIN_PREFIX = 8
 # Prefix caches kept between calls (MMLU scores one subject at a time, so a few suffice).
 _KEEP_PREFIXES = 4
-
-
-@dataclass(frozen=True)
-class LLRequest:
-    """Score ``continuation`` after ``context``. Requests with the same ``prefix_key`` share a KV cache."""
-
-    context: str
-    continuation: str
-    prefix_key: str = ""
-
-
-@dataclass(frozen=True)
-class LLResult:
-    logprob: float  # sum of the continuation tokens' log-probabilities
-    is_greedy: bool  # every continuation token is the argmax
-    n_tokens: int
-
-
-@dataclass(frozen=True)
-class GenRequest:
-    prompt: str
-    prefix_key: str = ""
 
 
 def _common_prefix_len(rows: Sequence[Sequence[int]]) -> int:
@@ -66,15 +59,20 @@ def _common_prefix_len(rows: Sequence[Sequence[int]]) -> int:
     return n
 
 
-class HFBackend:
-    """A causal LM from a local HF directory (or hub id when online), scored and sampled in-process."""
+class HFModel:
+    """A causal LM from a local HF directory (or hub id when online), scored and sampled in-process.
 
-    name = "hf"
+    Implements :class:`~imitlab.models.base.Model`: it sees every logit, so it scores any continuation exactly.
+    """
+
+    capabilities = Capabilities(loglikelihood="any", top_logprobs=0)
 
     def __init__(
         self,
         path: str,
         *,
+        spec: str | None = None,
+        name: str | None = None,
         batch_size: int = 16,
         device: str = "auto",
         dtype: str = "auto",
@@ -83,6 +81,9 @@ class HFBackend:
         if threads:
             torch.set_num_threads(threads)
         self.path = path
+        self.spec = spec or f"hf:{path}"  # the spec it was opened from (for manifests)
+        self.name = name or Path(path).name
+        self._identity: str | None = None
         self.device, self.dtype = resolve(device, dtype)
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         self.model = AutoModelForCausalLM.from_pretrained(path, dtype=self.dtype)
@@ -103,6 +104,34 @@ class HFBackend:
     def precision(self) -> dict[str, str]:
         """The resolved device and dtype, for manifests."""
         return {"device": describe(self.device), "dtype": dtype_name(self.dtype)}
+
+    @property
+    def identity(self) -> str:
+        """The weights' digest and the dtype they run in (bf16 and fp32 answers differ); computed on first use,
+        since hashing the weights takes a moment."""
+        if self._identity is None:
+            from imitlab.models.api_model import model_identity
+            from imitlab.models.spec import ModelSpec
+
+            self._identity = f"{model_identity(ModelSpec('hf', self.path))}:{dtype_name(self.dtype)}"
+        return self._identity
+
+    def describe(self) -> dict[str, Any]:
+        return {"backend": "hf", "spec": self.spec, "identity": self.identity, "path": self.path, **self.precision}
+
+    @property
+    def usage(self) -> dict[str, Any]:
+        return dict(self.stats)
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        return [len(self.tokenizer.encode(t, add_special_tokens=False)) for t in texts]
+
+    def close(self) -> None:
+        """Let the weights go (a sweep loads one student after another)."""
+        self._prefixes.clear()
+        self.model = None  # type: ignore[assignment]
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
 
     # -- tokenization (lm-evaluation-harness compatible) ------------------------------------------------
     def encode(self, text: str) -> list[int]:
@@ -226,24 +255,92 @@ class HFBackend:
         return results
 
     # -- generation -------------------------------------------------------------------------------------
-    @torch.inference_mode()
     def generate(
         self,
-        requests: Sequence[GenRequest],
+        prompts: Sequence[str | GenRequest],
         *,
         stop: Sequence[str] = (),
         max_tokens: int = 64,
         n: int = 1,
         temperature: float = 0.0,
+        system: str | None = None,
+        mode: Mode = "completions",
+        desc: str = "generate",
         seed: int = 0,
     ) -> list[list[str]]:
-        """``n`` completions per request, cut at the first stop string; greedy when temperature is 0."""
+        """``n`` completions per prompt, cut at the first stop string; greedy when temperature is 0.
+
+        ``mode="completions"`` continues each prompt as raw text (after ``system`` and a blank line, as the API
+        model does); ``"chat"`` renders it as a user turn with the model's chat template.
+        """
+        requests = [prompt_of(p) for p in prompts]
+        if mode == "chat":
+            rows = [self._chat_ids(_turns(system, r.prompt)) for r in requests]
+        elif mode == "completions":
+            rows = [self.encode(f"{system}\n\n{r.prompt}" if system else r.prompt) for r in requests]
+        else:
+            raise ValueError(f"mode must be 'chat' or 'completions', got {mode!r}")
+        return self._generate_rows(rows, [r.prefix_key for r in requests], stop, max_tokens, n, temperature, seed)
+
+    def chat(
+        self, conversations: Sequence[Sequence[Message]], *, desc: str = "chat", allow_empty: bool = True,
+        **params: Any,
+    ) -> list[Response | RequestFailed]:  # fmt: skip
+        """One answer per conversation, rendered with the model's chat template; a
+        :class:`~imitlab.models.engine.RequestFailed` for an empty answer when ``allow_empty`` is false.
+
+        Takes the OpenAI parameters that mean something here: ``max_tokens``, ``temperature``, ``stop``, ``seed``.
+        """
+        from imitlab.models.engine import Request
+        from imitlab.models.retry import Failure
+
+        unknown = sorted(set(params) - _CHAT_PARAMS)
+        if unknown:
+            raise UnsupportedRequest(
+                f"{self.spec}: chat takes {', '.join(sorted(_CHAT_PARAMS))}; not {', '.join(unknown)}"
+            )
+        stop = params.get("stop") or ()
+        stop = [stop] if isinstance(stop, str) else list(stop)
+        start = time.perf_counter()
+        rows = [self._chat_ids(list(c)) for c in conversations]
+        texts = self._generate_rows(rows, [""] * len(rows), stop, int(params.get("max_tokens") or 256), 1,
+                                    float(params.get("temperature") or 0.0), int(params.get("seed") or 0))  # fmt: skip
+        latency = round((time.perf_counter() - start) / max(1, len(rows)), 3)  # the batch's time, shared out
+        answers: list[Response | RequestFailed] = []
+        for i, (row, (text,)) in enumerate(zip(rows, texts, strict=True)):
+            if not allow_empty and not text.strip():
+                request = Request.chat(conversations[i], tag=f"{desc}#{i}")
+                answers.append(RequestFailed(request, Failure("empty completion", retryable=False), 1))
+                continue
+            answers.append(Response(text=text, finish_reason=None, prompt_tokens=len(row),
+                                    completion_tokens=len(self.tokenizer.encode(text, add_special_tokens=False)),
+                                    model=self.name, latency_s=latency))  # fmt: skip
+        return answers
+
+    def _chat_ids(self, messages: list[Message]) -> list[int]:
+        from imitlab.models.tokenizer import ensure_chat_template
+
+        ensure_chat_template(self.tokenizer)  # a base model gets imitlab's plain template, as in training
+        text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return self.tokenizer.encode(text, add_special_tokens=False)  # the template writes its own BOS
+
+    @torch.inference_mode()
+    def _generate_rows(
+        self,
+        rows: list[list[int]],
+        prefix_keys: list[str],
+        stop: Sequence[str],
+        max_tokens: int,
+        n: int,
+        temperature: float,
+        seed: int,
+    ) -> list[list[str]]:
         generator = torch.Generator(device=self.device).manual_seed(seed)
-        encoded = [self.encode(r.prompt)[-(self.max_length - max_tokens) :] for r in requests]
-        outputs: list[list[str]] = [[] for _ in requests]
+        encoded = [row[-(self.max_length - max_tokens) :] for row in rows]
+        outputs: list[list[str]] = [[] for _ in rows]
         groups: dict[str, list[int]] = defaultdict(list)
-        for i, req in enumerate(requests):
-            groups[req.prefix_key].append(i)
+        for i, key in enumerate(prefix_keys):
+            groups[key].append(i)
         for members in groups.values():
             member_rows = [encoded[i] for i in members]
             shared = min(_common_prefix_len(member_rows), min(len(r) for r in member_rows) - 1)
@@ -310,6 +407,14 @@ class HFBackend:
             mask = torch.cat([mask, torch.ones((len(alive), 1), dtype=mask.dtype, device=self.device)], dim=1)
             next_pos = next_pos + 1
         return texts
+
+
+HFBackend = HFModel  # the name it had before models.base.Model (bench/eval.py, older scripts)
+_CHAT_PARAMS = {"max_tokens", "temperature", "stop", "seed"}
+
+
+def _turns(system: str | None, prompt: str) -> list[Message]:
+    return ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
 
 
 def cache_keyword(model: torch.nn.Module) -> str:

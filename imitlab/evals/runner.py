@@ -8,7 +8,11 @@ Output directory layout (all JSON is UTF-8)::
     <bench>.summary.json     metrics with bootstrap 95% CIs, per-group scores, method counts, speed
     <bench>.run.json         what the items file was made with; a rerun with the same values resumes it
 
-The runner knows the three task kinds (choice, generate, code) and nothing about any one benchmark.
+The runner knows the three task kinds (choice, generate, code) and nothing about any one benchmark. It receives
+a :class:`~imitlab.models.base.Model` and picks its scoring method from the model's declared capabilities: a
+model that scores any continuation exactly (weights in this process) answers multiple choice by log-likelihood
+on raw few-shot prompts, as lm-evaluation-harness does; any other (an API endpoint) answers by letter and is
+prompted as ``api_mode`` says.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -33,11 +37,13 @@ from imitlab.errors import ImitlabError
 from imitlab.evals import metrics, sandbox
 from imitlab.evals.task import Item, Task, check_files, get_task
 from imitlab.fileio import atomic_write_text, iter_jsonl, repair_tail, sha256_file
+from imitlab.models.base import GenRequest, LLRequest, Mode
 from imitlab.stats import bootstrap_ci
 
-log = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    from imitlab.models.base import Model
 
-Backend = Any  # HFBackend | APIBackend (imported lazily: torch is slow to import)
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -57,7 +63,10 @@ class EvalConfig:
     device: str = "auto"  # local backend: auto | cpu | cuda | cuda:N | mps (imitlab.devices)
     dtype: str = "auto"  # local backend weights: auto | bf16 | fp16 | fp32 (auto: bf16 on a GPU, fp32 on CPU)
     concurrency: int = 4  # parallel requests to an API endpoint
-    api_mode: str = "chat"  # "chat" or "completions" for API endpoints
+    # How a model that cannot score every continuation (an API endpoint) is prompted: "chat" (each prompt a user
+    # turn) or "completions" (raw text). A model that can is always scored on raw prompts, like lm-eval.
+    api_mode: str = "chat"
+    progress: bool = True  # a progress bar per benchmark (and per batch of API requests)
     samples: int = 1  # code: samples per problem (pass@k for k <= samples)
     temperature: float | None = None  # code sampling temperature; default 0 for one sample, 0.8 for more
     max_tokens: int | None = None  # override the benchmark's token cap
@@ -92,11 +101,12 @@ class _Prepared:
 
 # -- entry point ---------------------------------------------------------------------------------------
 def run_eval(
-    config: EvalConfig, progress: Callable[[str], None] | None = None, backend: Backend | None = None
+    config: EvalConfig, progress: Callable[[str], None] | None = None, model: Model | None = None
 ) -> dict[str, dict[str, Any]]:
     """Score every benchmark in ``config.benches`` on ``config.model``; returns {bench: summary}.
 
-    ``backend`` reuses an open backend (a loaded model, a client) instead of opening one from the spec.
+    ``model`` scores with a model already open (loaded weights, a served teacher) instead of opening
+    ``config.model``; ``progress`` is told each chunk's count as a line of text.
     """
     tasks = [get_task(name) for name in config.benches]  # unknown names fail before any model loads
     for task in tasks:
@@ -107,47 +117,49 @@ def run_eval(
     data_hashes = {t.name: _hash_files(check_files(t, data)) for t in tasks}
     config.out.mkdir(parents=True, exist_ok=True)
     summaries: dict[str, dict[str, Any]] = {}
-    with open_backend(config) if backend is None else contextlib.nullcontext(backend) as backend:
-        _write_manifest(config, tasks, data, data_hashes, backend)
+    with open_eval_model(config) if model is None else contextlib.nullcontext(model) as model:
+        _write_manifest(config, tasks, data, data_hashes, model)
         for task in tasks:
-            summaries[task.name] = _run_task(task, backend, data, data_hashes[task.name], config, progress)
+            summaries[task.name] = _run_task(task, model, data, data_hashes[task.name], config, progress)
             atomic_write_text(config.out / "summary.json", json.dumps(summaries, indent=2))
     return summaries
 
 
 @contextlib.contextmanager
-def open_backend(config: EvalConfig) -> Iterator[Backend]:
-    from imitlab.models.spec import open_chat, parse_spec, resolve_hf
+def open_eval_model(config: EvalConfig) -> Iterator[Model]:
+    """The model ``config`` names: local weights in this process ("hf"), or an endpoint ("api"; a local GGUF or
+    packaged model gets a llama.cpp server with one decoding slot per concurrent request). Closed on exit."""
+    from imitlab.models.spec import parse_spec, resolve_hf
 
     spec = parse_spec(config.model, base_url=config.base_url)
     kind = config.backend
     if kind == "auto":
         kind = "api" if spec.kind == "openai" else "hf"
     if kind == "hf":
-        from imitlab.evals.hf_backend import HFBackend
+        from imitlab.evals.hf_backend import HFModel
 
-        backend = HFBackend(
-            resolve_hf(spec, config.cache),
-            batch_size=config.batch_size,
-            device=config.device,
-            dtype=config.dtype,
-            threads=config.threads,
-        )
-        backend.spec = str(spec)  # type: ignore[attr-defined]
-        yield backend
+        model = HFModel(resolve_hf(spec, config.cache), spec=str(spec), name=spec.name, batch_size=config.batch_size,
+                        device=config.device, dtype=config.dtype, threads=config.threads)  # fmt: skip
+        with contextlib.closing(model):
+            yield model
     elif kind == "api":
-        from imitlab.evals.api_backend import APIBackend
+        from imitlab.models.api_model import open_model
+        from imitlab.models.engine import EngineSettings
 
-        # A local GGUF gets a llama.cpp server with one decoding slot per concurrent request.
-        with open_chat(spec, cache=config.cache, parallel=config.concurrency) as client:
-            backend = APIBackend(client, concurrency=config.concurrency, mode=config.api_mode)
-            backend.spec = str(spec)  # type: ignore[attr-defined]
-            try:
-                yield backend
-            finally:
-                backend.close()
+        settings = EngineSettings(concurrency=config.concurrency, cache_root=config.cache, progress=config.progress)
+        with open_model(spec, settings=settings, cache=config.cache) as api_model:
+            yield api_model
     else:
         raise ImitlabError(f"unknown backend {config.backend!r}; use auto, hf or api")
+
+
+def prompt_mode(model: Model, config: EvalConfig) -> Mode:
+    """Raw prompts for a model that scores any continuation (lm-eval's way); else what ``api_mode`` says."""
+    if model.capabilities.loglikelihood == "any":
+        return "completions"
+    if config.api_mode not in ("chat", "completions"):
+        raise ImitlabError(f"api_mode must be 'chat' or 'completions', got {config.api_mode!r}")
+    return "chat" if config.api_mode == "chat" else "completions"
 
 
 # -- items ---------------------------------------------------------------------------------------------
@@ -188,7 +200,7 @@ def prepare(task: Task, items: list[Item], data: Path) -> list[_Prepared]:
 
 # -- one benchmark -------------------------------------------------------------------------------------
 def _run_task(
-    task: Task, backend: Backend, data: Path, data_hash: str, config: EvalConfig, progress: Callable[[str], None] | None
+    task: Task, model: Model, data: Path, data_hash: str, config: EvalConfig, progress: Callable[[str], None] | None
 ) -> dict[str, Any]:
     items = task.load(data)
     selected = select_items(items, config.limit_for(task.name), config.seed)
@@ -198,32 +210,39 @@ def _run_task(
     records_path = config.out / f"{task.name}.items.jsonl"
     run_path = config.out / f"{task.name}.run.json"
     key = config.run_key(task, data_hash)
-    if getattr(backend, "precision", None):  # bf16 and fp32 scores differ slightly: one items file, one precision
-        key["dtype"] = backend.precision["dtype"]
+    info = model.describe()
+    if "dtype" in info:  # bf16 and fp32 scores differ slightly: one items file, one precision
+        key["dtype"] = info["dtype"]
     done = _resume(records_path, run_path, key)
     todo = [p for p in prepared if p.item["id"] not in done]
     if done:
         log.info("%s: resuming, %d of %d items already scored", task.name, len(prepared) - len(todo), len(prepared))
     atomic_write_text(run_path, json.dumps(key, indent=2))
     scorer = {"choice": _score_choice, "generate": _score_generate, "code": _score_code}[task.kind]
+    from imitlab.models.engine import ProgressBar  # imports openai: only once there is work
+
     start = time.perf_counter()
-    with open(records_path, "a", encoding="utf-8") as out:
+    bar = ProgressBar(f"eval {task.name}", len(prepared), enabled=config.progress)
+    with open(records_path, "a", encoding="utf-8") as out, bar:
+        bar.advance(len(prepared) - len(todo), note="resumed" if done else "")
         for begin in range(0, len(todo), config.chunk):
             batch = todo[begin : begin + config.chunk]
-            for record in scorer(task, backend, batch, config):
+            for record in scorer(task, model, batch, config):
                 done[record["id"]] = record
                 out.write(json.dumps(record, ensure_ascii=False) + "\n")
             out.flush()
+            rate = (begin + len(batch)) / max(time.perf_counter() - start, 1e-9)
+            bar.advance(len(batch), note=f"{rate:.2f} items/s")
             if progress:
                 progress(f"{task.name}: {len(done)}/{len(prepared)}")
     elapsed = time.perf_counter() - start
     records = [done[p.item["id"]] for p in prepared]
     summary = summarize(task, records, config)
     summary.update(
-        model=config.model, backend=getattr(backend, "name", "?"), n_available=len(items),
+        model=config.model, backend=info["backend"], n_available=len(items),
         limit=config.limit_for(task.name), seed=config.seed, scored_this_run=len(todo), elapsed_s=round(elapsed, 3),
         items_per_s=round(len(todo) / elapsed, 3) if todo and elapsed > 0 else None,
-        backend_stats=dict(getattr(backend, "stats", {})),
+        backend_stats=model.usage,
     )  # fmt: skip
     atomic_write_text(config.out / f"{task.name}.summary.json", json.dumps(summary, indent=2))
     return summary
@@ -242,17 +261,15 @@ def _resume(records_path: Path, run_path: Path, key: dict[str, Any]) -> dict[str
 
 
 # -- scorers: each returns one record per prepared item ------------------------------------------------
-def _score_choice(task: Task, backend: Backend, batch: list[_Prepared], config: EvalConfig) -> list[dict[str, Any]]:
+def _score_choice(task: Task, model: Model, batch: list[_Prepared], config: EvalConfig) -> list[dict[str, Any]]:
     records = []
-    if backend.name == "hf":
-        from imitlab.evals.hf_backend import LLRequest
-
+    if model.capabilities.loglikelihood == "any":
         requests = [
             LLRequest(p.prompt, task.target_delimiter + choice, prefix_key=p.prefix)
             for p in batch
             for choice in p.item["choices"]
         ]
-        results = iter(backend.loglikelihood(requests))
+        results = iter(model.loglikelihood(requests))
         for p in batch:
             choices = p.item["choices"]
             lls = [next(results).logprob for _ in choices]
@@ -267,10 +284,13 @@ def _score_choice(task: Task, backend: Backend, batch: list[_Prepared], config: 
                 record["acc_norm"] = float(int(np.argmax(norm)) == p.item["gold"])
             records.append(record)
         return records
-    # An API model answers by letter: letter tasks as they are, others with their options lettered.
+    # A model that cannot score every choice's text answers by letter: letter tasks as they are, others with
+    # their options lettered.
+    from imitlab.evals.api_backend import choose_letters
+
     letters = [[chr(ord("A") + i) for i in range(len(p.item["choices"]))] for p in batch]
     prompts = [p.prompt if task.letters else _lettered(p, ls) for p, ls in zip(batch, letters, strict=True)]
-    answers = backend.choose_letters(prompts, letters)
+    answers = choose_letters(model, prompts, letters, mode=prompt_mode(model, config))  # type: ignore[arg-type]
     for p, ls, prompt, answer in zip(batch, letters, prompts, answers, strict=True):
         record = _record(task, p, output=answer.text, method=answer.method)
         record.update(
@@ -286,9 +306,9 @@ def _lettered(p: _Prepared, letters: list[str]) -> str:
     return f"{p.prefix}Question: {p.item['question']}\n{options}\nAnswer:"
 
 
-def _score_generate(task: Task, backend: Backend, batch: list[_Prepared], config: EvalConfig) -> list[dict[str, Any]]:
+def _score_generate(task: Task, model: Model, batch: list[_Prepared], config: EvalConfig) -> list[dict[str, Any]]:
     max_tokens = config.max_tokens or task.max_tokens
-    outputs = _generate(backend, batch, task.stop, max_tokens, n=1, temperature=0.0)
+    outputs = _generate(model, batch, task.stop, max_tokens, n=1, temperature=0.0, mode=prompt_mode(model, config))
     records = []
     for p, outs in zip(batch, outputs, strict=True):
         text = outs[0].strip()  # lm-eval's remove_whitespace filter
@@ -301,12 +321,13 @@ def _score_generate(task: Task, backend: Backend, batch: list[_Prepared], config
     return records
 
 
-def _score_code(task: Task, backend: Backend, batch: list[_Prepared], config: EvalConfig) -> list[dict[str, Any]]:
+def _score_code(task: Task, model: Model, batch: list[_Prepared], config: EvalConfig) -> list[dict[str, Any]]:
     n = config.samples
     temperature = config.temperature if config.temperature is not None else (0.0 if n == 1 else 0.8)
     max_tokens = config.max_tokens or task.max_tokens
-    chat = backend.name == "api" and backend.mode == "chat"
-    outputs = _generate(backend, batch, () if chat else task.stop, max_tokens, n=n, temperature=temperature)
+    mode = prompt_mode(model, config)
+    chat = mode == "chat"  # a chat answer is a fenced block or prose around code: no stops, extracted below
+    outputs = _generate(model, batch, () if chat else task.stop, max_tokens, n=n, temperature=temperature, mode=mode)
     programs = []
     for p, outs in zip(batch, outputs, strict=True):
         for text in outs:
@@ -329,14 +350,10 @@ def _score_code(task: Task, backend: Backend, batch: list[_Prepared], config: Ev
 
 
 def _generate(
-    backend: Backend, batch: list[_Prepared], stop: tuple[str, ...], max_tokens: int, n: int, temperature: float
+    model: Model, batch: list[_Prepared], stop: tuple[str, ...], max_tokens: int, n: int, temperature: float, mode: Mode
 ) -> list[list[str]]:
-    if backend.name == "hf":
-        from imitlab.evals.hf_backend import GenRequest
-
-        requests = [GenRequest(p.prompt, prefix_key=p.prefix) for p in batch]
-        return backend.generate(requests, stop=stop, max_tokens=max_tokens, n=n, temperature=temperature)
-    return backend.generate([p.prompt for p in batch], stop=stop, max_tokens=max_tokens, n=n, temperature=temperature)
+    requests = [GenRequest(p.prompt, prefix_key=p.prefix) for p in batch]  # the key lets a local model share a prefix
+    return model.generate(requests, stop=stop, max_tokens=max_tokens, n=n, temperature=temperature, mode=mode)
 
 
 _FENCE = re.compile(r"```[a-zA-Z0-9_+-]*\n(.*?)(?:```|\Z)", re.DOTALL)
@@ -415,7 +432,7 @@ def _hash_files(paths: list[Path]) -> str:
 
 
 def _write_manifest(
-    config: EvalConfig, tasks: list[Task], data: Path, data_hashes: dict[str, str], backend: Backend
+    config: EvalConfig, tasks: list[Task], data: Path, data_hashes: dict[str, str], model: Model
 ) -> None:
     import importlib.metadata as md
     import platform
@@ -425,9 +442,11 @@ def _write_manifest(
         with contextlib.suppress(md.PackageNotFoundError):
             versions[package] = md.version(package)
     config_dict = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items()}
+    info = model.describe()
     manifest = {
-        "config": config_dict, "backend": getattr(backend, "name", "?"), "model_spec": getattr(backend, "spec", None),
-        "precision": getattr(backend, "precision", None),  # the local backend's resolved device and dtype
+        "config": config_dict, "backend": info["backend"], "model_spec": info["spec"], "model": info,
+        # the local backend's resolved device and dtype
+        "precision": {k: info[k] for k in ("device", "dtype")} if "dtype" in info else None,
         "data_dir": str(data), "data_sha256": data_hashes, "benches": {t.name: t.about for t in tasks},
         "versions": versions, "python": platform.python_version(),
         "sandbox": {k: v for k, v in sandbox.isolation().items() if k != "prefix"}
