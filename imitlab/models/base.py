@@ -23,11 +23,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 from imitlab.errors import ImitlabError
-from imitlab.models.engine import Message, RequestFailed, Response
 
+if TYPE_CHECKING:  # the engine imports openai, which is slow to import; this module must stay light
+    from imitlab.models.engine import RequestFailed, Response
+
+Message = dict[str, str]  # {"role": ..., "content": ...}
 Mode = Literal["chat", "completions"]  # a prompt sent as a user turn, or continued as raw text
 
 
@@ -118,6 +121,11 @@ class Model(Protocol):
 
     def describe(self) -> dict[str, Any]:
         """What the model is, for manifests: backend, spec, identity and how it runs."""
+        ...
+
+    @property
+    def usage(self) -> dict[str, Any]:
+        """What it has done so far (requests and tokens, or forward-pass counts), for summaries."""
         ...
 
     def close(self) -> None: ...
