@@ -17,6 +17,7 @@ from rich.text import Text
 from imitlab.cli_collect import register as register_collect
 from imitlab.errors import ImitlabError
 from imitlab.judge.cli import judge_cmd, style_cmd
+from imitlab.models.export_cli import export_app
 from imitlab.rate.cli import rate_app
 from imitlab.train.cli import train_cmd
 
@@ -26,6 +27,7 @@ app.add_typer(models_app, name="models")
 app.command("judge")(judge_cmd)
 app.command("style")(style_cmd)
 app.add_typer(rate_app, name="rate")
+app.add_typer(export_app, name="export")
 app.command("train")(train_cmd)
 register_collect(app)  # imitlab prompts / collect / data
 console = Console()
