@@ -259,3 +259,21 @@ def test_gsm8k_declares_its_own_metric(tmp_path: Path) -> None:
     bad = Task(name="bad_metric", kind="generate", files=(), load=lambda d: [], template="", metrics=("bleu",))
     with pytest.raises(ValueError, match="unknown metric"):
         register(bad)
+
+
+def test_benchmarks_own_their_facts(tmp_path: Path) -> None:
+    from imitlab.evals.task import contamination_texts
+
+    for name in known_tasks():
+        task = get_task(name)
+        assert task.title and task.headline_metric in task.metric_names()
+    assert get_task("nq_open").headline_metric == "em" and get_task("humaneval").headline_metric == "pass@1"
+    assert get_task("arc_challenge").title == "ARC-Challenge"
+    prompts = list(contamination_texts(get_task("humaneval"), data_dir()))
+    assert len(prompts) == 164 and all("def " in p for p in prompts)
+    bad = Task(name="bad_headline", kind="generate", files=(), load=lambda d: [], template="", headline="acc")
+    with pytest.raises(ValueError, match=r"headline 'acc' is not one of its metrics \(em, contains, f1\)"):
+        register(bad)
+    config = _config(tmp_path, ["arc_easy"], limit=2)
+    summary = run_eval(config, model=FakeLocal())["arc_easy"]
+    assert summary["display_name"] == "ARC-Easy" and summary["headline"] == "acc"

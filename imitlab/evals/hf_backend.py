@@ -113,7 +113,10 @@ class HFModel:
             from imitlab.models.api_model import model_identity
             from imitlab.models.spec import ModelSpec
 
-            self._identity = f"{model_identity(ModelSpec('hf', self.path))}:{dtype_name(self.dtype)}"
+            weights = model_identity(ModelSpec("hf", self.path))  # hf:DIRNAME:DIGEST, or hf:HUB_ID
+            if Path(self.path).is_dir():  # named as opened (a packaged model's converted dir is just "hf")
+                weights = f"hf:{self.name}:{weights.rsplit(':', 1)[1]}"
+            self._identity = f"{weights}:{dtype_name(self.dtype)}"
         return self._identity
 
     def describe(self) -> dict[str, Any]:

@@ -391,7 +391,8 @@ _METRICS = {"choice": ("acc", "acc_norm"), "code": ("pass@1",)}
 
 def summarize(task: Task, records: list[dict[str, Any]], config: EvalConfig) -> dict[str, Any]:
     """Metric means with bootstrap 95% CIs (seeded), per-group scores and a macro average, method counts."""
-    summary: dict[str, Any] = {"bench": task.name, "kind": task.kind, "n": len(records), "metrics": {}}
+    summary: dict[str, Any] = {"bench": task.name, "display_name": task.title, "kind": task.kind,
+                               "headline": task.headline_metric, "n": len(records), "metrics": {}}  # fmt: skip
     names = list(task.metrics if task.kind == "generate" else _METRICS[task.kind])
     if task.kind == "code":
         names += [f"pass@{k}" for k in config.ks if 1 < k <= config.samples]

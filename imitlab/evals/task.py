@@ -12,13 +12,18 @@ Items are plain dicts with an ``"id"`` plus what their kind needs:
   ``letters`` tasks score answer letters (``choices`` = ``["A", "B", ...]``) and also carry ``options``.
 * ``generate``: ``answers`` (every accepted gold answer).
 * ``code``: ``prompt``, ``test``, ``entry_point`` (HumanEval's layout).
+
+A declaration also carries the benchmark's facts that other stages need, so nothing else re-declares them:
+its ``display_name`` (tables and plots), its ``headline`` metric (the one number a study reports), and
+``contamination_fields``, the item fields whose text training data must not contain (decontamination reads
+them through :func:`contamination_texts`).
 """
 
 from __future__ import annotations
 
 import importlib
 import pkgutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -56,7 +61,28 @@ class Task:
     group: str | None = None  # report per-value scores of this field (MMLU: subject)
     letters: bool = False  # choices are answer letters, so an API model can answer by letter
     about: str = ""
+    display_name: str = ""  # how tables and plots name it (default: the registry name)
+    headline: str = ""  # the metric a study reports (default: acc, pass@1, or the first of ``metrics``)
+    contamination_fields: tuple[str, ...] = ("question",)  # item fields (str or list of str) to decontaminate
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def title(self) -> str:
+        return self.display_name or self.name
+
+    @property
+    def headline_metric(self) -> str:
+        if self.headline:
+            return self.headline
+        return {"choice": "acc", "code": "pass@1"}.get(self.kind) or self.metrics[0]
+
+    def metric_names(self) -> tuple[str, ...]:
+        """Every metric a summary of this task can hold (pass@k for k > 1 only with several samples)."""
+        if self.kind == "choice":
+            return ("acc",) + (() if self.letters else ("acc_norm",)) + (("acc_macro",) if self.group else ())
+        if self.kind == "code":
+            return ("pass@1", "pass@10", "pass@100")
+        return self.metrics
 
     def shot_text(self, shot: Item) -> str:
         return self.template.format(**shot) + self.target_delimiter + self.target.format(**shot)
@@ -79,6 +105,11 @@ def register(task: Task) -> Task:
     unknown = [m for m in task.metrics if m not in GENERATE_METRICS]
     if task.kind == "generate" and unknown:
         raise ValueError(f"benchmark {task.name!r}: unknown metric(s) {unknown}; known: {sorted(GENERATE_METRICS)}")
+    if task.headline_metric not in task.metric_names():
+        raise ValueError(
+            f"benchmark {task.name!r}: headline {task.headline_metric!r} is not one of its metrics "
+            f"({', '.join(task.metric_names())})"
+        )
     _REGISTRY[task.name] = task
     return task
 
@@ -103,6 +134,18 @@ def get_task(name: str) -> Task:
     if name not in _REGISTRY:
         raise ImitlabError(f"unknown benchmark {name!r}; known benchmarks: {', '.join(known_tasks())}")
     return _REGISTRY[name]
+
+
+def contamination_texts(task: Task, data_dir: Path) -> Iterator[str]:
+    """The texts of the items ``task`` scores that training data must not contain (its ``contamination_fields``),
+    read with the task's own loader, so a benchmark's files are declared once."""
+    check_files(task, data_dir)
+    for item in task.load(data_dir):
+        for name in task.contamination_fields:
+            value = item.get(name)
+            if value is None:
+                raise ImitlabError(f"{task.name}: item {item['id']!r} has no field {name!r} (contamination_fields)")
+            yield from ([value] if isinstance(value, str) else value)
 
 
 def check_files(task: Task, data_dir: Path) -> list[Path]:

@@ -23,7 +23,10 @@ def _loader(rel: str):
     return load
 
 
-for _name, _file in (("arc_easy", "arc/arc_easy_test.jsonl"), ("arc_challenge", "arc/arc_challenge_test.jsonl")):
+for _name, _title, _file in (
+    ("arc_easy", "ARC-Easy", "arc/arc_easy_test.jsonl"),
+    ("arc_challenge", "ARC-Challenge", "arc/arc_challenge_test.jsonl"),
+):
     register(
         Task(
             name=_name,
@@ -32,5 +35,7 @@ for _name, _file in (("arc_easy", "arc/arc_easy_test.jsonl"), ("arc_challenge", 
             load=_loader(_file),
             template="Question: {question}\nAnswer:",
             about="0-shot, acc (and acc_norm: log-likelihood per character) over the answer texts",
+            display_name=_title,
+            headline="acc",
         )
     )

@@ -36,5 +36,7 @@ register(
         max_tokens=256,
         metrics=("number",),
         about="GSM8K test, 5-shot CoT from train, greedy; the last number of the answer vs the gold number",
+        display_name="GSM8K",
+        headline="number",
     )
 )

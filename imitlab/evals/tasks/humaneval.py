@@ -25,5 +25,8 @@ register(
         stop=("\nclass", "\ndef", "\n#", "\nif", "\nprint"),  # the Codex paper's stops, as lm-eval uses
         max_tokens=384,
         about="164 problems, 0-shot completion of the prompt, greedy pass@1 (unbiased pass@k with --samples)",
+        display_name="HumanEval",
+        headline="pass@1",
+        contamination_fields=("prompt",),
     )
 )

@@ -51,5 +51,7 @@ register(
         group="subject",
         letters=True,
         about="57 subjects, 5-shot from dev (first 5), acc of the most likely letter; lm-eval's mmlu format",
+        display_name="MMLU",
+        headline="acc",
     )
 )

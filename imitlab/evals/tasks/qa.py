@@ -39,6 +39,8 @@ register(
         stop=_STOP,
         max_tokens=32,
         about="NQ-open dev, 3-shot (first 3 of EfficientQA dev), greedy; EM over all golds, contains, F1",
+        display_name="Natural Questions (open)",
+        headline="em",
     )
 )
 
@@ -68,5 +70,7 @@ register(
         stop=_STOP,
         max_tokens=32,
         about="MosaicML's 3k TriviaQA subsample, 3-shot, greedy; EM over the answer and its aliases, contains, F1",
+        display_name="TriviaQA",
+        headline="em",
     )
 )
