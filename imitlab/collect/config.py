@@ -36,6 +36,7 @@ class CollectConfig:
     retry_failed: bool = True  # on resume, retry prompts that failed before
     progress: bool = True
     ctx_per_slot: int = 4096  # llama.cpp server context per slot (packaged / gguf teachers)
+    stream: bool = False  # server-sent events (long generations behind proxies with idle timeouts)
 
     def __post_init__(self) -> None:
         self.prompts = Path(self.prompts)
@@ -55,7 +56,7 @@ class CollectConfig:
             concurrency=self.concurrency, timeout=self.timeout, max_retries=self.max_retries,
             backoff_base=self.backoff_base, backoff_max=self.backoff_max, use_cache=self.use_cache,
             cache_path=self.cache_path, cache_root=self.cache_root, price_prompt_per_m=self.price_prompt_per_m,
-            price_completion_per_m=self.price_completion_per_m, progress=self.progress,
+            price_completion_per_m=self.price_completion_per_m, progress=self.progress, stream=self.stream,
         )  # fmt: skip
 
     def sampling_params(self) -> dict[str, Any]:

@@ -113,7 +113,8 @@ class _Collector:
         try:
             for turn in prompt.turns:
                 messages.append({"role": "user", "content": turn})
-                request = Request.chat(messages, sample=sample, tag=record_id(prompt.id, sample), **self.params)
+                request = Request.chat(messages, sample=sample, tag=record_id(prompt.id, sample),
+                                       stream=self.cfg.stream or None, **self.params)  # fmt: skip
                 response = await engine.submit(request, allow_empty=False)
                 messages.append({"role": "assistant", "content": response.text})
                 all_cached &= response.cached
@@ -288,6 +289,9 @@ def build_manifest(out: Path, cfg: CollectConfig, prompts: list[PromptRecord], s
         "cost_usd": cost,
         "prices_per_million": {"prompt": cfg.price_prompt_per_m, "completion": cfg.price_completion_per_m},
         "failures": sorted(failures, key=lambda f: (f["prompt_id"], f["sample"])),
+        # Which model each answer says it came from: a name other than the teacher's is an answer from another
+        # model (a misrouted load balancer, or a deployment's own naming); each record keeps its own in "model".
+        "served_by": dict(Counter(str(r.get("model")) for r in records)),
         "last_run": {
             "jobs": stats.jobs,
             "written": stats.written,

@@ -7,10 +7,15 @@ probes all send their requests through :class:`RequestEngine`. It gives each of 
 * **classified retries** (:mod:`imitlab.models.retry`): 408/409/429/5xx, timeouts, connection errors and
   malformed bodies are retried with jittered exponential backoff, never sooner than the server's
   ``Retry-After``, which pauses every worker, not just the one that got it; 401/403/404 stop the run;
-* **attribution**: an answer is accepted only if it provably belongs to the request it answers. A response
-  whose server-issued id was already seen in this engine (a stale copy delivered on a reused keep-alive
-  connection), a body cut anywhere (broken JSON, a UTF-8 sequence cut in half) or one without a completion is
-  retried on a *fresh* connection, never returned. See docs/collect.md, "Attribution";
+* **attribution**: an answer is accepted only if it provably belongs to the request it answers: it carries a
+  server-issued id never received before, or it came on a connection that carried no other request. A response
+  whose id was already seen (a stale copy delivered on a reused keep-alive connection), one without an id on a
+  keep-alive connection, a body cut anywhere (broken JSON, a UTF-8 sequence cut in half), a stream that ends
+  without its final event, or one without a completion is retried on a *fresh* connection, never returned.
+  Until a response with an id proves the server gives them, every request gets a connection of its own.
+  See docs/collect.md, "Attribution" and "Streaming";
+* **streaming** (``EngineSettings.stream`` or ``Request.stream``): server-sent events, for long generations
+  behind proxies that cut idle connections, under the same retry, cache and attribution rules;
 * **the response cache** (:mod:`imitlab.models.response_cache`), keyed by the model's stable identity (never a
   port), the request body and a sample index, so reruns, resumes and other stages asking the same thing cost
   nothing;
@@ -25,19 +30,21 @@ The API key is read from the argument or the environment and kept only in memory
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import random
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from imitlab.errors import ImitlabError
 from imitlab.models.response_cache import ResponseCache, cache_key, default_cache_path
 from imitlab.models.retry import Failure, MalformedResponse, RetryPolicy, classify
+from imitlab.models.stream import StreamAssembly
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +71,7 @@ class EngineSettings:
     price_prompt_per_m: float | None = None  # USD per million prompt tokens, for the cost estimate
     price_completion_per_m: float | None = None
     progress: bool = True
+    stream: bool = False  # server-sent events (a request's own ``stream`` overrides this)
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:
@@ -79,7 +87,9 @@ class Request:
     """One call: a chat (``messages``) or a raw completion (``prompt``), with its body parameters.
 
     ``sample`` tells apart repeated draws of the same request (the cache stores one answer per sample).
-    ``tag`` names the request in logs and failure records (a prompt id).
+    ``tag`` names the request in logs and failure records (a prompt id). ``stream`` asks for server-sent events
+    (None: the engine's setting); it is how the answer travels, not part of what is asked, so it is not part of
+    the cache key.
     """
 
     messages: tuple[tuple[str, str], ...] | None = None  # ((role, content), ...): hashable and immutable
@@ -87,15 +97,21 @@ class Request:
     params: tuple[tuple[str, Any], ...] = ()
     sample: int = 0
     tag: str = ""
+    stream: bool | None = None
 
     @classmethod
-    def chat(cls, messages: Sequence[Message], *, sample: int = 0, tag: str = "", **params: Any) -> Request:
+    def chat(
+        cls, messages: Sequence[Message], *, sample: int = 0, tag: str = "", stream: bool | None = None,
+        **params: Any,
+    ) -> Request:  # fmt: skip
         return cls(messages=tuple((m["role"], m["content"]) for m in messages), params=_freeze(params),
-                   sample=sample, tag=tag)  # fmt: skip
+                   sample=sample, tag=tag, stream=stream)  # fmt: skip
 
     @classmethod
-    def completion(cls, prompt: str, *, sample: int = 0, tag: str = "", **params: Any) -> Request:
-        return cls(prompt=prompt, params=_freeze(params), sample=sample, tag=tag)
+    def completion(
+        cls, prompt: str, *, sample: int = 0, tag: str = "", stream: bool | None = None, **params: Any
+    ) -> Request:
+        return cls(prompt=prompt, params=_freeze(params), sample=sample, tag=tag, stream=stream)
 
     @property
     def kind(self) -> Literal["chat", "completion"]:
@@ -223,9 +239,9 @@ class RequestEngine:
         self._rng = random.Random()
         self._cache: ResponseCache | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._client: Any = None  # openai.AsyncOpenAI, bound to self._loop
-        self._http: Any = None
-        self._retired: list[tuple[Any, Any]] = []  # pools given up after an anomaly, closed with the engine
+        self._pools: dict[bool, _Pool] = {}  # by one_shot: the keep-alive pool and the one-request-per-connection one
+        self._retired: list[_Pool] = []  # given up after an anomaly; each is closed once its last request is done
+        self._ids_proven = False  # a response carried an id: keep-alive connections may be used (see _attribute)
         self._gate: asyncio.Semaphore | None = None
         self._pause_until = 0.0  # monotonic time before which no request is sent (a shared Retry-After)
         self._seen_ids: set[str] = set()
@@ -262,32 +278,40 @@ class RequestEngine:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    async def _api(self) -> Any:
-        if self._client is None:
+    def _pool(self, one_shot: bool) -> _Pool:
+        """The connection pool a request is sent through; ``one_shot``: every request on a connection of its own,
+        closed after its response (``Connection: close``, no keep-alive), so no other response can be on it."""
+        pool = self._pools.get(one_shot)
+        if pool is None:
             import openai  # imported here: it is slow to import, and the CLI must start fast
 
+            limits = openai.DEFAULT_CONNECTION_LIMITS
+            if one_shot:
+                limits = type(limits)(max_connections=limits.max_connections, max_keepalive_connections=0)
             # Our own retry loop decides (and records) retries, so the openai client must not retry too.
-            self._http = openai.DefaultAsyncHttpxClient()
-            self._client = openai.AsyncOpenAI(base_url=self.base_url, api_key=self._api_key, max_retries=0,
-                                              timeout=self.settings.timeout, http_client=self._http)  # fmt: skip
-        return self._client
+            http = openai.DefaultAsyncHttpxClient(limits=limits)
+            client = openai.AsyncOpenAI(base_url=self.base_url, api_key=self._api_key, max_retries=0,
+                                        timeout=self.settings.timeout, http_client=http)  # fmt: skip
+            pool = self._pools[one_shot] = _Pool(client, http, one_shot)
+        return pool
 
     async def _drop_connections(self) -> None:
         """Close every pooled connection; the next request opens a fresh one."""
-        retired, self._retired = [*self._retired, (self._client, self._http)], []
-        self._client = self._http = None
-        for client, http in retired:
-            if client is not None:
-                await client.close()
-            if http is not None:
-                await http.aclose()
+        pools, self._retired = [*self._retired, *self._pools.values()], []
+        self._pools = {}
+        for pool in pools:
+            await pool.close()
 
-    def _retire_connections(self) -> None:
-        """After a protocol anomaly: later requests use a fresh connection pool. Requests in flight on the old
-        pool finish there (closing it under them would fail them); it is closed with the engine."""
-        if self._client is not None:
-            self._retired.append((self._client, self._http))
-            self._client = self._http = None
+    async def _retire_connections(self) -> None:
+        """After a protocol anomaly: later requests use a fresh keep-alive pool. Requests in flight on the old
+        pool finish there (closing it under them would fail them); it is closed when the last of them is done."""
+        pool = self._pools.pop(False, None)
+        if pool is not None:
+            pool.retired = True
+            if pool.inflight:
+                self._retired.append(pool)
+            else:
+                await pool.close()
 
     # -- one request -----------------------------------------------------------------------------------
     async def submit(self, request: Request, *, allow_empty: bool = True) -> Response:
@@ -328,7 +352,7 @@ class RequestEngine:
                     raise self._fatal from None
                 if failure.reason.startswith("malformed response"):
                     self.usage.anomalies[_anomaly_kind(failure.reason)] += 1
-                    self._retire_connections()  # nothing more is read from a connection we can't trust
+                    await self._retire_connections()  # nothing more is read from a connection we can't trust
                 if not failure.retryable or attempt > self.settings.max_retries:
                     self._count_failure(failure)
                     raise RequestFailed(request, failure, attempt) from None
@@ -356,14 +380,55 @@ class RequestEngine:
         return cache_key(self.identity, [], {**params, "__prompt__": request.prompt}, request.sample)
 
     async def _send(self, request: Request, attempt: int) -> Response:
-        api = await self._api()
-        params = request.param_dict()
+        stream = self.settings.stream if request.stream is None else request.stream
+        # Until a response with an id shows that the server gives them, a request gets a connection of its own.
+        one_shot = not self._ids_proven
+        pool = self._pool(one_shot)
+        pool.inflight += 1
         start = time.perf_counter()
-        async with asyncio.timeout(self.settings.timeout):  # end to end, even if the server trickles bytes
-            if request.kind == "chat":
-                raw = await api.chat.completions.create(model=self.model, messages=request.message_list(), **params)
-            else:
-                raw = await api.completions.create(model=self.model, prompt=request.prompt, **params)
+        try:
+            async with asyncio.timeout(self.settings.timeout):  # end to end, even if the server trickles bytes
+                receive = self._receive_stream if stream else self._receive_body
+                reply = await receive(pool.client, request, one_shot)
+        finally:
+            pool.inflight -= 1
+            if pool.retired and not pool.inflight and pool in self._retired:
+                self._retired.remove(pool)
+                await pool.close()
+        if reply.response_id is None and not one_shot:
+            # Without an id nothing shows this body is not a stale copy of another request's answer; a response
+            # without one is accepted only from a connection that carried nothing else.
+            self._ids_proven = False
+            raise MalformedResponse("no response id on a keep-alive connection: cannot show it answers this request")
+        return replace(reply, latency_s=round(time.perf_counter() - start, 3), attempts=attempt)
+
+    def _register_id(self, response_id: str | None) -> None:
+        """Server ids are unique per completion (OpenAI, vLLM, llama.cpp, Ollama). Seeing one twice means this body
+        answered an earlier request: a stale copy delivered on a reused connection."""
+        if response_id is None:
+            return
+        if response_id in self._seen_ids:
+            raise MalformedResponse(f"duplicate response id: {response_id!r} was already received")
+        self._seen_ids.add(response_id)
+        self._ids_proven = True
+
+    def _call_args(self, request: Request, one_shot: bool) -> dict[str, Any]:
+        args: dict[str, Any] = {"model": self.model, **request.param_dict()}
+        if request.kind == "chat":
+            args["messages"] = request.message_list()
+        else:
+            args["prompt"] = request.prompt
+        if one_shot:  # the server closes the connection after this response too
+            args["extra_headers"] = {"Connection": "close"}
+        return args
+
+    async def _receive_body(self, api: Any, request: Request, one_shot: bool) -> Response:
+        """One JSON response."""
+        endpoint = api.chat.completions if request.kind == "chat" else api.completions
+        raw = await endpoint.create(**self._call_args(request, one_shot))
+        response_id = getattr(raw, "id", None)
+        response_id = response_id if isinstance(response_id, str) and response_id else None
+        self._register_id(response_id)  # first: a stale copy is refused as one, whatever else is wrong with it
         choices = getattr(raw, "choices", None)
         if not choices:
             raise MalformedResponse(f"no choices in {str(raw)[:120]!r}")
@@ -374,13 +439,6 @@ class RequestEngine:
             text = getattr(choice, "text", None)
         if not isinstance(text, str):
             raise MalformedResponse("the first choice has no text")
-        response_id = getattr(raw, "id", None) or None
-        if response_id is not None:
-            # Server ids are unique per completion (OpenAI, vLLM, llama.cpp, Ollama). Seeing one twice means
-            # this body answered an earlier request: a stale copy delivered on a reused connection.
-            if response_id in self._seen_ids:
-                raise MalformedResponse(f"duplicate response id: {response_id!r} was already received")
-            self._seen_ids.add(response_id)
         usage = getattr(raw, "usage", None)
         return Response(
             text=text,
@@ -388,11 +446,34 @@ class RequestEngine:
             prompt_tokens=getattr(usage, "prompt_tokens", None),
             completion_tokens=getattr(usage, "completion_tokens", None),
             model=getattr(raw, "model", None) or self.model,
-            latency_s=round(time.perf_counter() - start, 3),
+            latency_s=0.0,
             response_id=response_id,
-            attempts=attempt,
             top_logprobs=_top_logprobs(choice),
         )
+
+    async def _receive_stream(self, api: Any, request: Request, one_shot: bool) -> Response:
+        """Server-sent events, accepted only whole: one completion id throughout, a finish_reason, then [DONE].
+
+        The events are parsed with the SDK's own SSE decoder, not its stream iterator: that iterator ends the same
+        way at ``[DONE]`` and at a body that simply stops, and a stream cut short must be retried, not recorded.
+        """
+        from openai._streaming import SSEDecoder
+
+        endpoint = api.chat.completions if request.kind == "chat" else api.completions
+        args = {**self._call_args(request, one_shot), "stream": True, "stream_options": {"include_usage": True}}
+        stream = StreamAssembly(request.kind)
+        async with endpoint.with_streaming_response.create(**args) as http:
+            async for event in SSEDecoder().aiter_bytes(http.iter_bytes()):
+                if stream.done:
+                    continue  # read to the end, so the connection can be reused; nothing after [DONE] counts
+                if event.data.startswith("[DONE]"):
+                    stream.done = True
+                    continue
+                chunk = json.loads(event.data)
+                if stream.response_id is None and isinstance(chunk, dict) and chunk.get("id"):
+                    self._register_id(str(chunk["id"]))  # at the first event: a stale stream is refused at once
+                stream.add(chunk, event.event)
+        return stream.finish(self.model)
 
     # -- many requests ---------------------------------------------------------------------------------
     async def run_jobs(
@@ -458,6 +539,21 @@ class RequestEngine:
         return ProgressBar(desc, total, enabled=self.settings.progress, console=self.console)
 
 
+@dataclass(eq=False)
+class _Pool:
+    """One openai client over one httpx connection pool."""
+
+    client: Any  # openai.AsyncOpenAI
+    http: Any  # its httpx AsyncClient
+    one_shot: bool  # no keep-alive: one request per connection
+    inflight: int = 0
+    retired: bool = False
+
+    async def close(self) -> None:
+        await self.client.close()
+        await self.http.aclose()
+
+
 class ProgressBar:
     """A rich progress bar with count, rate note, elapsed time and ETA; a no-op when disabled."""
 
@@ -514,12 +610,21 @@ def _top_logprobs(choice: Any) -> list[list[tuple[str, float]]] | None:
     return None
 
 
+_ANOMALY_KINDS = (  # (words in the reason, the kind counted in the manifest), first match wins
+    ("duplicate response id", "duplicate response id"),
+    ("no response id", "no response id on a keep-alive connection"),
+    ("stream spliced", "spliced stream"),
+    ("stream ended", "stream without its final event"),
+    ("delivered twice", "stream event delivered twice"),
+    ("stream has content after", "stream content after its final event"),
+    ("decode", "cut body (bad UTF-8)"),
+    ("utf-8", "cut body (bad UTF-8)"),
+)
+
+
 def _anomaly_kind(reason: str) -> str:
-    if "duplicate response id" in reason:
-        return "duplicate response id"
-    if "decode" in reason or "utf-8" in reason.lower():
-        return "cut body (bad UTF-8)"
-    return "malformed body"
+    lowered = reason.lower()
+    return next((kind for words, kind in _ANOMALY_KINDS if words in lowered), "malformed body")
 
 
 def _get(obj: Any, name: str) -> Any:

@@ -1,6 +1,7 @@
 """Which request failures are worth retrying, and how long to wait before the next try.
 
-Retryable: 408, 409, 429 and 5xx answers, timeouts, connection errors and malformed response bodies.
+Retryable: 408, 409, 429 and 5xx answers, timeouts, connection errors, malformed response bodies (cut, spliced or
+incomplete streams included) and error events in a stream.
 Not retryable: other 4xx (a bad request stays bad); 401, 403 and 404 are *fatal* because they would
 fail every prompt alike (bad key, no access, unknown model), so the run stops and says so.
 The wait is exponential backoff with "equal jitter" (half fixed, half random, so synchronized clients
@@ -105,6 +106,8 @@ def classify(exc: BaseException) -> Failure:
         return Failure(f"malformed response: {_short(str(exc))}", retryable=True)
     if isinstance(exc, MalformedResponse):
         return Failure(f"malformed response: {exc}", retryable=True)
+    if isinstance(exc, StreamError):  # the server gave up mid-stream: like a 5xx, worth another try
+        return Failure(f"stream error: {_short(str(exc))}", retryable=True)
     if isinstance(exc, _HTTP_ERRORS):
         return Failure(f"HTTP error: {_short(str(exc))}", retryable=True)
     return Failure(f"{type(exc).__name__}: {_short(str(exc))}", retryable=False)
@@ -112,6 +115,10 @@ def classify(exc: BaseException) -> Failure:
 
 class MalformedResponse(Exception):
     """The endpoint answered 200 but without a usable completion."""
+
+
+class StreamError(Exception):
+    """The endpoint sent an error event in the middle of a stream."""
 
 
 def _short(text: str, limit: int = 200) -> str:
