@@ -171,6 +171,9 @@ def collect_cmd(
     retry_failed: Annotated[bool, typer.Option(help="On resume, retry prompts that failed before.")] = True,
     ctx_per_slot: Annotated[int, typer.Option(help="llama.cpp context per slot (local teachers).")] = 4096,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    stream: Annotated[
+        bool, typer.Option(help="Server-sent events: for long answers behind proxies that cut idle connections.")
+    ] = False,
     base_url: BaseUrlOpt = None,
     cache: CacheOpt = None,
 ) -> None:
@@ -183,7 +186,7 @@ def collect_cmd(
         max_retries=max_retries, n_samples=samples, system=system, temperature=temperature, top_p=top_p,
         max_tokens=max_tokens, seed=seed, price_prompt_per_m=price_prompt, price_completion_per_m=price_completion,
         use_cache=use_cache, cache_path=cache_file, cache_root=cache, retry_failed=retry_failed, progress=progress,
-        ctx_per_slot=ctx_per_slot,
+        ctx_per_slot=ctx_per_slot, stream=stream,
     )  # fmt: skip
     result = collect(cfg, console=err_console)
     m, run = result.manifest, result.run
@@ -196,6 +199,8 @@ def collect_cmd(
     }
     if m["cost_usd"] is not None:
         rows["cost (fresh requests)"] = f"${m['cost_usd']:.4f}"
+    if len(m.get("served_by", {})) > 1:  # answers that name different models: say so, each record keeps its own
+        rows["served by"] = ", ".join(f"{name} ({n})" for name, n in m["served_by"].items())
     for f in m["failures"][:5]:
         rows[f"failed {f['prompt_id']}#{f['sample']}"] = f["reason"]
     _summary(f"{result.conversations}", rows)
