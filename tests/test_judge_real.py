@@ -42,7 +42,7 @@ def test_real_judge_run_through_llama_server(
     config = JudgeConfig(
         a=spec, b=files["teacher"], prompts=files["prompts"], judge=spec, out=tmp_path / "out",
         judge_max_tokens=24, generation=GenerationParams(max_tokens=24, parallel=2), parallel=2,
-        base_url=smollm2_server.base_url, n_resamples=200,
+        base_url=smollm2_server.base_url, n_resamples=200, cache=tmp_path / "cache",
     )  # fmt: skip
     summary = run_judge(config)
     answers = [json.loads(x) for x in (tmp_path / "out" / "answers_a.jsonl").read_text().splitlines()]
@@ -68,11 +68,11 @@ def test_real_style_tone_probe(smollm2_server: LlamaServer, files: dict[str, str
     result = run_style(
         StyleConfig(
             teacher=files["teacher"], prompts=files["prompts"],
-            # two columns: the judge's client must survive from the first column's requests to the second's
+            # two columns: the judge's engine must serve the first column's requests and then the second's
             models={"smollm2": "openai:smollm2-135m-instruct", "copy": files["teacher"]},
             out=tmp_path / "style", judge="openai:smollm2-135m-instruct", judge_max_tokens=8,
             generation=GenerationParams(max_tokens=24, parallel=2), parallel=2, base_url=smollm2_server.base_url,
-            n_resamples=200,
+            n_resamples=200, cache=tmp_path / "cache",
         )
     )  # fmt: skip
     col = result["columns"]["smollm2"]
@@ -91,7 +91,7 @@ def test_judge_cli_against_a_served_judge(smollm2_server: LlamaServer, files: di
     done = subprocess.run(
         [imitlab, "judge", "--a", files["teacher"], "--b", files["teacher"], "--prompts", files["prompts"],
          "--judge", "openai:smollm2-135m-instruct", "--base-url", smollm2_server.base_url, "--limit", "2",
-         "--judge-max-tokens", "16", "--parallel", "2", "--out", str(tmp_path / "cli")],
+         "--judge-max-tokens", "16", "--parallel", "2", "--out", str(tmp_path / "cli"), "--cache", str(tmp_path)],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
