@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import sys
 from collections.abc import Iterator
@@ -169,6 +170,27 @@ def test_synthesize_against_scripted_teacher(tmp_path: Path) -> None:
     assert len(result.records[0].meta["seed_ids"]) == 5
     conv = qa_conversations(result.records, "fake")
     assert conv[0]["messages"][1] == {"role": "assistant", "content": "Alexander Fleming"}
+
+
+def test_synthesis_goes_on_past_requests_that_fail_for_good(tmp_path: Path) -> None:
+    seeds = _qa_seed_file(tmp_path)
+    rows = [json.loads(x) for x in seeds.read_text().splitlines()]
+    rows[4]["question"] += " ALWAYS_400"  # the fake server refuses every request that shows this seed
+    seeds.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    fresh = itertools.count()
+
+    def respond(body: dict[str, Any]) -> str:
+        return f"Q: what is the name of fact number {next(fresh)}\nA: Fact {next(fresh)}\n"
+
+    with FakeOpenAI(responder=respond) as srv:
+        cfg = SynthConfig(seed_file=seeds, n_pairs=100, k=5, n_seed=10, max_requests=8)
+        with _teacher(srv.base_url, tmp_path, concurrency=2) as teacher:
+            result = synthesize_qa(teacher, cfg)
+        refused = sum(n for text, n in srv.seen.items() if "ALWAYS_400" in text)
+    assert result.requests == 8 and 0 < result.failed_requests == refused < 8  # each refused once, not retried
+    assert len(result.records) == 8 - refused
+    [(reason, count)] = result.failure_reasons.items()
+    assert reason.startswith("HTTP 400") and count == refused
 
 
 @pytest.mark.real

@@ -13,24 +13,34 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from imitlab.errors import ImitlabError
 from imitlab.models.api_model import APIModel
 from imitlab.models.engine import Request, RequestFailed, Response
 
 
-@dataclass
-class AskStats:
+@dataclass(kw_only=True)
+class TeacherRun:
+    """What asking the teacher cost; the result classes of self-instruct and synthesis extend it."""
+
     requests: int = 0  # answered or failed, in the consumed prefix
-    failed: int = 0
+    failed_requests: int = 0
     failure_reasons: Counter[str] = field(default_factory=Counter)
     prompt_tokens: int = 0
     completion_tokens: int = 0
 
 
 def ask_until(
-    teacher: APIModel, requests: Sequence[Request], consume: Callable[[int, Response], bool], *, desc: str
-) -> AskStats:
-    """Send ``requests`` and pass each answer, in order, to ``consume(index, answer)`` until it returns True."""
-    stats = AskStats()
+    teacher: APIModel,
+    requests: Sequence[Request],
+    consume: Callable[[int, Response], bool],
+    run: TeacherRun,
+    *,
+    desc: str,
+) -> None:
+    """Send ``requests`` and pass each answer, in order, to ``consume(index, answer)`` until it returns True.
+
+    ``run`` counts the requests consumed, their failures and their tokens.
+    """
     arrived: dict[int, Response | RequestFailed] = {}
     state = {"next": 0, "enough": False}
 
@@ -47,23 +57,28 @@ def ask_until(
             index = state["next"]
             answer = arrived.pop(index)
             state["next"] += 1
-            stats.requests += 1
+            run.requests += 1
             if isinstance(answer, RequestFailed):
-                stats.failed += 1
-                stats.failure_reasons[answer.failure.reason] += 1
+                run.failed_requests += 1
+                run.failure_reasons[answer.failure.reason] += 1
                 continue
-            stats.prompt_tokens += answer.prompt_tokens or 0
-            stats.completion_tokens += answer.completion_tokens or 0
+            run.prompt_tokens += answer.prompt_tokens or 0
+            run.completion_tokens += answer.completion_tokens or 0
             state["enough"] = consume(index, answer)
 
     engine = teacher.engine
     engine.run(engine.run_jobs(range(len(requests)), send, desc=desc, on_result=on_result))
-    return stats
 
 
-def failure_note(stats: AskStats) -> str:
-    """``"; 3 failed (HTTP 500: ...)"`` for error messages, or nothing when no request failed."""
-    if not stats.failed:
-        return ""
-    reason, _ = stats.failure_reasons.most_common(1)[0]
-    return f"; {stats.failed} failed (most often: {reason})"
+def nothing_kept(
+    stage: str, things: str, run: TeacherRun, parsed: int, dropped: Counter[str], fmt: str
+) -> ImitlabError:
+    """The error for a run that kept nothing: what was asked, what failed, parsed and dropped, and the likely cause."""
+    failed = ""
+    if run.failed_requests:
+        reason, _ = run.failure_reasons.most_common(1)[0]
+        failed = f"; {run.failed_requests} failed (most often: {reason})"
+    return ImitlabError(
+        f"{stage} kept no {things} from {run.requests} requests{failed} ({parsed} parsed; dropped: {dict(dropped)}); "
+        f"the teacher may not follow the {fmt}"
+    )

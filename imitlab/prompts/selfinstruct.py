@@ -24,7 +24,7 @@ from rouge_score import rouge_scorer
 from imitlab.errors import ImitlabError
 from imitlab.models.api_model import APIModel
 from imitlab.models.engine import Request, Response
-from imitlab.prompts.ask import ask_until, failure_note
+from imitlab.prompts.ask import TeacherRun, ask_until, nothing_kept
 from imitlab.prompts.importers import import_prompts
 from imitlab.prompts.schema import PromptRecord
 
@@ -69,14 +69,10 @@ class SelfInstructConfig:
 
 
 @dataclass
-class SelfInstructResult:
+class SelfInstructResult(TeacherRun):
     records: list[PromptRecord]
-    requests: int = 0
-    failed_requests: int = 0
     generated: int = 0
     dropped: Counter[str] = field(default_factory=Counter)  # reason -> count
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
 
 
 def parse_instructions(text: str) -> list[str]:
@@ -184,12 +180,7 @@ def self_instruct(teacher: APIModel, cfg: SelfInstructConfig) -> SelfInstructRes
                 return True
         return False
 
-    stats = ask_until(teacher, _requests(cfg, seeds), keep, desc="self-instruct")
-    result.requests, result.failed_requests = stats.requests, stats.failed
-    result.prompt_tokens, result.completion_tokens = stats.prompt_tokens, stats.completion_tokens
+    ask_until(teacher, _requests(cfg, seeds), keep, result, desc="self-instruct")
     if not result.records:
-        raise ImitlabError(
-            f"self-instruct kept no instructions from {result.requests} requests{failure_note(stats)} "
-            f"({result.generated} parsed; dropped: {dict(result.dropped)}); the teacher may not follow the format"
-        )
+        raise nothing_kept("self-instruct", "instructions", result, result.generated, result.dropped, "format")
     return result

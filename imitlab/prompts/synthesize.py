@@ -22,7 +22,7 @@ from typing import Any
 from imitlab.errors import ImitlabError
 from imitlab.models.api_model import APIModel
 from imitlab.models.engine import Request, Response
-from imitlab.prompts.ask import ask_until, failure_note
+from imitlab.prompts.ask import TeacherRun, ask_until, nothing_kept
 from imitlab.prompts.schema import PromptFormatError, PromptRecord, iter_json_records
 
 TEMPLATE = """Here are some examples of trivia questions with short answers:
@@ -63,15 +63,11 @@ class SynthConfig:
 
 
 @dataclass
-class SynthResult:
+class SynthResult(TeacherRun):
     records: list[PromptRecord]
     seeds: list[QAPair]
-    requests: int = 0
-    failed_requests: int = 0
     parsed: int = 0
     dropped: Counter[str] = field(default_factory=Counter)
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
 
 
 def load_qa_seeds(path: str | Path) -> list[QAPair]:
@@ -179,14 +175,9 @@ def synthesize_qa(teacher: APIModel, cfg: SynthConfig) -> SynthResult:
                 return True
         return False
 
-    stats = ask_until(teacher, [r for _, r in planned], keep, desc="synthesize QA")
-    result.requests, result.failed_requests = stats.requests, stats.failed
-    result.prompt_tokens, result.completion_tokens = stats.prompt_tokens, stats.completion_tokens
+    ask_until(teacher, [r for _, r in planned], keep, result, desc="synthesize QA")
     if not result.records:
-        raise ImitlabError(
-            f"synthesis kept no QA pairs from {result.requests} requests{failure_note(stats)} ({result.parsed} "
-            f"parsed; dropped: {dict(result.dropped)}); the teacher may not follow the Q:/A: format"
-        )
+        raise nothing_kept("synthesis", "QA pairs", result, result.parsed, result.dropped, "Q:/A: format")
     return result
 
 
