@@ -64,7 +64,7 @@ class JudgeConfig:
     judge_max_tokens: int = 512
     judge_temperature: float = 0.0
     generation: GenerationParams = field(default_factory=GenerationParams)
-    parallel: int = 4
+    parallel: int = 4  # requests in flight when the judge is opened from its spec here (not when one is passed in)
     n_resamples: int = 2000
     seed: int = 0
     data: Path | None = None

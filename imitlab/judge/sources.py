@@ -213,7 +213,7 @@ class GenerationParams:
     max_tokens: int = 512
     temperature: float = 0.0
     seed: int | None = None
-    parallel: int = 4
+    parallel: int = 4  # requests in flight when a spec is opened for the answers (an open model keeps its own)
     timeout: float = 600.0  # per request: a loaded CPU decoding several slots can take minutes
 
 

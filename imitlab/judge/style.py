@@ -98,7 +98,7 @@ class StyleConfig:
     teacher2_temperature: float = 0.7  # a second *sample* needs sampling
     judge_max_tokens: int = 64
     judge_temperature: float = 0.0
-    parallel: int = 4
+    parallel: int = 4  # requests in flight when the judge is opened from its spec here (not when one is passed in)
     n_resamples: int = 2000
     seed: int = 0
     data: Path | None = None
