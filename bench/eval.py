@@ -1,7 +1,9 @@
 """MMLU 5-shot speed and agreement: imitlab's local backend vs lm-evaluation-harness, same items, same run.
 
 Both score the same MMLU test items (the first ``--per-subject`` items of each of ``--subjects`` subjects)
-with the same 5 dev shots per subject, on the same HF checkpoint, fp32 on CPU, in this one process:
+with the same 5 dev shots per subject, on the same HF checkpoint, on the same device in the same dtype
+(``--device``/``--dtype``, resolved once by imitlab.devices: auto = bf16 on a GPU, fp32 on the CPU), in this
+one process:
 
 1. ``imitlab``  :func:`imitlab.evals.run_eval` with :class:`~imitlab.evals.hf_backend.HFModel` (the
                few-shot prefix's KV cache computed once per subject and reused; only the answer-letter
@@ -14,6 +16,7 @@ shared) and each side's fastest run is compared. Prints items/s, the speed-up, b
 identical predictions; ``--json FILE`` writes them. Target: >= 3x faster with identical predictions.
 
     .venv/bin/python bench/eval.py [--model smollm2-135m-instruct] [--subjects 2] [--per-subject 10]
+                                   [--device auto] [--dtype auto]
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from pathlib import Path
 import torch
 
 from imitlab.config import data_dir
+from imitlab.devices import describe, dtype_name, resolve
 from imitlab.evals import EvalConfig, get_task, run_eval
 from imitlab.evals import task as registry
 from imitlab.evals.hf_backend import HFModel
@@ -48,6 +52,8 @@ def main() -> None:
     parser.add_argument("--subjects", type=int, default=2)
     parser.add_argument("--per-subject", type=int, default=10)
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps, for both sides")
+    parser.add_argument("--dtype", default="auto", help="auto | bf16 | fp16 | fp32 weights, for both sides")
     parser.add_argument("--threads", type=int, default=None, help="torch threads for both sides (default: torch's)")
     parser.add_argument("--rounds", type=int, default=2, help="alternating runs of each side; the fastest counts")
     parser.add_argument("--json", type=Path, default=None)
@@ -56,6 +62,9 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)  # both sides run in this process, so both get the same
     model_dir = resolve_hf(parse_spec(args.model))
+    device, dtype = resolve(args.device, args.dtype)
+    # Both sides get the resolved device and dtype, so "auto" cannot resolve differently for one of them.
+    where, precision = str(device), dtype_name(dtype)
     task = get_task("mmlu")
     subjects = SUBJECTS[: args.subjects]
     all_items = task.load(data_dir())
@@ -70,11 +79,12 @@ def main() -> None:
     registry._REGISTRY[subset.name] = subset
     threads = torch.get_num_threads()
     print(f"{len(items)} MMLU items ({', '.join(subjects)}), model {args.model}, torch threads {threads}")
+    print(f"device {describe(device)}, {precision} weights, both sides")
 
     def imitlab_run() -> tuple[float, dict[str, int]]:
         with tempfile.TemporaryDirectory() as tmp:
             start = time.perf_counter()
-            backend = HFModel(model_dir, batch_size=args.batch_size)
+            backend = HFModel(model_dir, batch_size=args.batch_size, device=where, dtype=precision)
             config = EvalConfig(model=args.model, benches=["mmlu_bench"], out=Path(tmp), data_dir=data_dir())
             run_eval(config, model=backend)
             seconds = time.perf_counter() - start
@@ -83,7 +93,9 @@ def main() -> None:
 
     def lm_eval_run() -> tuple[float, dict[str, int]]:
         start = time.perf_counter()
-        ref = run_lm_eval_many([("mmlu", items, shots)], model_dir, batch_size=args.batch_size)["mmlu"]
+        ref = run_lm_eval_many(
+            [("mmlu", items, shots)], model_dir, batch_size=args.batch_size, device=where, dtype=precision
+        )["mmlu"]
         return time.perf_counter() - start, ref.predictions
 
     # The machine is shared: alternate the two sides over the rounds and compare each side's fastest run.
@@ -102,6 +114,7 @@ def main() -> None:
     same = sum(ours[i["id"]] == theirs[i["id"]] for i in items)
     result = {
         "items": n, "subjects": subjects, "model": args.model, "batch_size": args.batch_size, "threads": threads,
+        "device": describe(device), "dtype": precision,
         "rounds": args.rounds, "imitlab_s_each": times["imitlab"], "lm_eval_s_each": times["lm-eval"],
         "imitlab_s": ours_s, "lm_eval_s": ref_s,
         "imitlab_items_per_s": round(n / ours_s, 3), "lm_eval_items_per_s": round(n / ref_s, 3),

@@ -71,18 +71,40 @@ def _mmlu_doc(item: Item) -> dict[str, Any]:
 
 
 def run_lm_eval(
-    bench: str, items: list[Item], model_dir: str, *, shots: dict[str, list[Item]] | None = None, batch_size: int = 16
+    bench: str,
+    items: list[Item],
+    model_dir: str,
+    *,
+    shots: dict[str, list[Item]] | None = None,
+    batch_size: int = 16,
+    device: str = "auto",
+    dtype: str = "auto",
 ) -> ReferenceResult:
     """lm-eval's HF backend on ``items`` of ``bench`` ("mmlu" needs ``shots``: subject -> dev items)."""
-    return run_lm_eval_many([(bench, items, shots)], model_dir, batch_size=batch_size)[bench]
+    return run_lm_eval_many([(bench, items, shots)], model_dir, batch_size=batch_size, device=device, dtype=dtype)[
+        bench
+    ]
 
 
 def run_lm_eval_many(
-    jobs: list[tuple[str, list[Item], dict[str, list[Item]] | None]], model_dir: str, *, batch_size: int = 16
+    jobs: list[tuple[str, list[Item], dict[str, list[Item]] | None]],
+    model_dir: str,
+    *,
+    batch_size: int = 16,
+    device: str = "auto",
+    dtype: str = "auto",
 ) -> dict[str, ReferenceResult]:
-    """Several benchmarks in one lm-eval run (one model load); {bench: result}. ``elapsed_s`` is the run's."""
+    """Several benchmarks in one lm-eval run (one model load); {bench: result}. ``elapsed_s`` is the run's.
+
+    ``device`` and ``dtype`` are imitlab's settings (:mod:`imitlab.devices`), resolved the way imitlab's own
+    backend resolves them, so a comparison puts both on the same device in the same precision.
+    """
     import lm_eval
     from lm_eval.tasks import TaskManager
+
+    from imitlab.devices import resolve
+
+    where, precision = resolve(device, dtype)
 
     with tempfile.TemporaryDirectory(prefix="imitlab-lmeval-") as tmp:
         root = Path(tmp)
@@ -92,12 +114,12 @@ def run_lm_eval_many(
         start = time.perf_counter()
         results = lm_eval.simple_evaluate(
             model="hf",
-            model_args={"pretrained": model_dir, "dtype": "float32"},
+            model_args={"pretrained": model_dir, "dtype": str(precision).removeprefix("torch.")},
             tasks=[n for ns in names.values() for n in ns],
             task_manager=TaskManager(include_path=str(root), include_defaults=False),
             batch_size=batch_size,
             log_samples=True,
-            device="cpu",
+            device=str(where),
         )
         elapsed = time.perf_counter() - start
     out = {}
