@@ -197,11 +197,21 @@ def eval_(
     samples: Annotated[int, typer.Option(help="Code: samples per problem (pass@k for k <= samples).")] = 1,
     max_tokens: Annotated[Optional[int], typer.Option(help="Override the benchmark's token cap.")] = None,
     list_: Annotated[bool, typer.Option("--list", help="List the benchmarks and exit.")] = False,
+    completions: Annotated[
+        Optional[Path],
+        typer.Option(help="Score outputs made elsewhere, not a model: JSONL {task_id, completion} or {id, answer}."),
+    ] = None,
+    problems: Annotated[
+        Optional[Path], typer.Option(help="With --completions: problems in HumanEval's schema (default: --bench's).")
+    ] = None,
     cache: CacheOpt = None,
 ) -> None:
     """Score a model on targeted benchmarks (NQ, TriviaQA, MMLU, ARC, HumanEval) with 95% CIs."""
     from imitlab.evals import EvalConfig, get_task, known_tasks, run_eval
 
+    if completions is not None or problems is not None:
+        _eval_completions(completions, problems, bench, model, out, data_dir, seed)
+        return
     if list_ or not bench:
         table = Table(title="benchmarks")
         table.add_column("name", no_wrap=True)
@@ -234,6 +244,36 @@ def eval_(
             table.add_row(name, str(summary["n"]), metric, f"{est['value']:.3f}", ci, methods)
     console.print(table)
     console.print(f"records and summaries: {out}", soft_wrap=True)
+
+
+def _eval_completions(
+    completions: Path | None,
+    problems: Path | None,
+    bench: str,
+    model: str | None,
+    out: Path,
+    data: Path | None,
+    seed: int,
+) -> None:
+    """``eval --completions``: the logic is imitlab.evals.completions; this checks the options and prints."""
+    from imitlab.evals.completions import CompletionsConfig, score_completions
+
+    if completions is None:
+        raise ImitlabError("--problems goes with --completions FILE (the outputs to score)")
+    if model:
+        raise ImitlabError("--completions scores outputs made elsewhere; drop --model")
+    config = CompletionsConfig(completions, out, bench=bench or None, problems=problems, data_dir=data, seed=seed)
+    with console.status("scoring completions ...") as status:
+        summary = score_completions(config, progress=status.update)
+    table = Table(title=f"{completions.name} on {summary['bench']} (95% bootstrap CIs)")
+    for col in ("metric", "score", "95% CI", "problems", "records"):
+        table.add_column(col, no_wrap=True)
+    for metric, est in summary["metrics"].items():
+        ci = f"[{est['low']:.3f}, {est['high']:.3f}]"
+        scored = f"{summary['n']}/{summary['n_problems']}"
+        table.add_row(metric, f"{est['value']:.3f}", ci, scored, str(summary["n_records"]))
+    console.print(table)
+    console.print(f"{summary['passed_records']}/{summary['n_records']} records passed; verdicts: {out}", soft_wrap=True)
 
 
 @app.command()
