@@ -55,7 +55,7 @@ def test_missing_keys_and_bad_yaml(tmp_path: Path) -> None:
         load_sweep_config({"name": "x"})
     bad = tmp_path / "s.yaml"
     bad.write_text("name: [unclosed")
-    with pytest.raises(ImitlabError, match=r"s\.yaml: not valid YAML"):
+    with pytest.raises(ImitlabError, match=r"s\.yaml:1: not valid YAML"):
         load_sweep_config(bad)
 
 

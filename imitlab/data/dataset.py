@@ -24,8 +24,8 @@ def read_manifest(path: Path) -> dict[str, Any] | None:
     if not candidate.is_file():
         return None
     try:
-        return json.loads(candidate.read_text())
-    except json.JSONDecodeError:
+        return json.loads(candidate.read_text(encoding="utf-8"))
+    except (ValueError, RecursionError):  # not JSON, not UTF-8 (UnicodeDecodeError is a ValueError), absurd
         return None
 
 

@@ -13,6 +13,7 @@ and from any prompt file the importers read (``eval_files``). Public entry point
 from __future__ import annotations
 
 import csv
+import io
 import re
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -22,6 +23,7 @@ from typing import Any, Literal
 
 from imitlab.data.schema import all_text, group_key, user_text
 from imitlab.errors import ImitlabError
+from imitlab.fileio import read_text
 from imitlab.prompts.importers import import_prompts
 from imitlab.prompts.schema import iter_json_records
 
@@ -44,13 +46,12 @@ def _jsonl_field(rel: str, key: str, strip: tuple[str, ...] = ()) -> Callable[[P
 def _csv_column(rel: str, column: int, header: bool) -> Callable[[Path], Iterator[str]]:
     def load(root: Path) -> Iterator[str]:
         for path in sorted(root.glob(rel)):
-            with open(path, encoding="utf-8", newline="") as f:
-                rows = csv.reader(f)
-                if header:
-                    next(rows, None)
-                for row in rows:
-                    if len(row) > column:
-                        yield row[column]
+            rows = csv.reader(io.StringIO(read_text(path), newline=""))
+            if header:
+                next(rows, None)
+            for row in rows:
+                if len(row) > column:
+                    yield row[column]
 
     return load
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from imitlab.errors import ImitlabError
-from imitlab.fileio import atomic_path
+from imitlab.fileio import atomic_path, iter_records
 
 CONVERSATIONS = "conversations.jsonl"
 MANIFEST = "manifest.json"
@@ -73,20 +73,17 @@ def read_conversations(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     """Read and validate a conversations file (or a data-set directory). Duplicate ids and emptiness are errors."""
     path = conversations_path(path)
     records, seen = [], set()
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataFormatError(f"{where}: not valid JSON ({exc.msg})") from None
+    try:  # the shared reader: encodings, line ends, gzip and JSON errors, each naming file and line
+        for where, _, obj in iter_records(path):
             rec = validate_record(obj, where)
             if rec["id"] in seen:
                 raise DataFormatError(f"{where}: duplicate id {rec['id']!r}")
             seen.add(rec["id"])
             records.append(rec)
+    except DataFormatError:
+        raise
+    except ImitlabError as exc:
+        raise DataFormatError(str(exc)) from None
     if not records:
         raise DataFormatError(f"{path}: the data set is empty")
     return records

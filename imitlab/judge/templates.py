@@ -17,7 +17,7 @@ from typing import Literal
 
 from imitlab.config import data_dir
 from imitlab.errors import ImitlabError
-from imitlab.fileio import read_jsonl
+from imitlab.fileio import read_jsonl, read_text
 
 ParserName = Literal["tag", "rank", "scores", "yesno"]
 PARSERS = ("tag", "rank", "scores", "yesno")
@@ -82,7 +82,7 @@ def load_template(name: str, *, data: str | Path | None = None) -> JudgeTemplate
         return _vicuna(data_dir(data) / "vicuna_bench" / "review_prompt.jsonl")
     path = Path(name)
     if path.is_file():
-        return _from_json(path.read_text(encoding="utf-8"), str(path))
+        return _from_json(read_text(path), str(path))
     raise ImitlabError(f"unknown judge template {name!r}: use one of {', '.join(BUILTIN)} or a path to a JSON template")
 
 
@@ -96,6 +96,10 @@ def _from_json(text: str, source: str) -> JudgeTemplate:
         raw = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ImitlabError(f"{source}:{exc.lineno}: not valid JSON ({exc.msg})") from exc
+    except RecursionError:
+        raise ImitlabError(f"{source}: JSON nested too deeply") from None
+    if not isinstance(raw, dict):
+        raise ImitlabError(f"{source}: expected a JSON object, got {type(raw).__name__}")
     for key in ("name", "prompt", "parser"):
         if not isinstance(raw.get(key), str):
             raise ImitlabError(f"{source}: field {key!r} is missing or not a string")
@@ -140,7 +144,7 @@ def _alpaca_eval(path: Path) -> JudgeTemplate:
     """AlpacaEval's GPT-4 ranking prompt, a ChatML text: split into system and user messages."""
     if not path.is_file():
         raise ImitlabError(f"judge template file not found: {path}")
-    text = path.read_text(encoding="utf-8")
+    text = read_text(path)
     parts = dict(re.findall(r"<\|im_start\|>(system|user)\n(.*?)\n?<\|im_end\|>", text, flags=re.S))
     if "user" not in parts:
         raise ImitlabError(f"{path}: expected ChatML blocks '<|im_start|>user ... <|im_end|>'")

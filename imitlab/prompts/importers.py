@@ -71,6 +71,8 @@ def _need(obj: Any, key: str, kind: type, where: str, fmt: str) -> Any:
 
 def _user_turns(obj: Any, fmt: str, where: str) -> tuple[list[str], str | None]:
     """The user turns (in order) and the system prompt, if the record has one."""
+    if not isinstance(obj, dict):
+        raise PromptFormatError(f"{where}: expected a JSON object ({fmt} format), got {type(obj).__name__}")
     system = None
     if fmt == "sharegpt":
         turns = []

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from imitlab.errors import ImitlabError
-from imitlab.fileio import atomic_path, atomic_write_text, sha256_file
+from imitlab.fileio import atomic_path, atomic_write_text, read_text, sha256_file
 
 SCHEMA = "imitlab.study/1"
 REPORT_SCHEMA = "imitlab.report/1"
@@ -87,9 +87,11 @@ def load_results(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ImitlabError(f"{path}: no results.json here (run `imitlab sweep` or `imitlab demo` first)")
     try:
-        results = json.loads(path.read_text(encoding="utf-8"))
+        results = json.loads(read_text(path))  # read_text: encodings and NUL bytes, each naming line and column
     except json.JSONDecodeError as exc:
         raise ImitlabError(f"{path}, line {exc.lineno} column {exc.colno}: not valid JSON ({exc.msg})") from None
+    except RecursionError:
+        raise ImitlabError(f"{path}: JSON nested too deeply") from None
     _check(results, path)
     return results
 

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 import yaml
 
 from imitlab.errors import ImitlabError
+from imitlab.fileio import read_text
 
 T = TypeVar("T")
 
@@ -118,12 +119,19 @@ def load_sweep_config(source: str | Path | dict[str, Any]) -> SweepConfig:
     if isinstance(source, dict):
         raw = dict(source)
     else:
+        if not Path(source).is_file():
+            raise ImitlabError(f"sweep config not found: {source}")
         try:
-            raw = yaml.safe_load(Path(source).read_text())
-        except FileNotFoundError:
-            raise ImitlabError(f"sweep config not found: {source}") from None
+            raw = yaml.safe_load(read_text(source))  # read_text: encodings and NUL bytes, naming line and column
+        except yaml.MarkedYAMLError as exc:
+            mark = exc.problem_mark or exc.context_mark
+            at = f":{mark.line + 1}" if mark else ""
+            column = f" at column {mark.column + 1}" if mark else ""
+            raise ImitlabError(f"{source}{at}: not valid YAML ({exc.problem or exc.context}{column})") from None
         except yaml.YAMLError as exc:
-            raise ImitlabError(f"{source}: not valid YAML ({exc})") from None
+            raise ImitlabError(f"{source}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        except RecursionError:
+            raise ImitlabError(f"{source}: YAML nested too deeply") from None
     if not isinstance(raw, dict):
         raise ImitlabError(f"{where}: expected a mapping at the top level")
     for name, cls in _SECTIONS.items():
