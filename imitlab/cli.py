@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import logging
 import signal
+import sys
 import time
+import traceback
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, NoReturn, Optional
 
 import typer
 from rich.console import Console
@@ -38,8 +40,17 @@ CacheOpt = Annotated[
 ]
 
 
+_debug = {"on": False}  # set by --debug; run() reads it when a command fails
+
+
 @app.callback()
-def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show debug logs.")] = False) -> None:
+def main(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show debug logs.")] = False,
+    debug: Annotated[
+        bool, typer.Option("--debug", envvar="IMITLAB_DEBUG", help="Show the Python traceback when a command fails.")
+    ] = False,
+) -> None:
+    _debug["on"] = debug
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(message)s",
@@ -325,9 +336,25 @@ def report(
 
 
 def run() -> None:
-    """Entry point: user-facing errors print as one clear message, not a traceback."""
+    """Entry point: a failure prints as one line, ``error: ...``, never as a traceback (``--debug`` shows it).
+
+    ImitlabError (bad input, with a message that says what to do) and a file that cannot be opened exit 2;
+    anything else is unexpected (a bug, or input nothing checks yet) and exits 1, naming the exception's type.
+    """
     try:
         app()
     except ImitlabError as exc:
-        err_console.print(Text.assemble(("error: ", "bold red"), str(exc)))
-        raise SystemExit(2) from None
+        _fail(exc, str(exc), 2)
+    except OSError as exc:
+        if exc.filename is None:
+            _fail(exc, f"{type(exc).__name__}: {exc} (unexpected; rerun with --debug to see the traceback)", 1)
+        _fail(exc, f"{exc.filename}: {exc.strerror or exc}", 2)
+    except Exception as exc:
+        _fail(exc, f"{type(exc).__name__}: {exc} (unexpected; rerun with --debug to see the traceback)", 1)
+
+
+def _fail(exc: BaseException, message: str, status: int) -> NoReturn:
+    if _debug["on"]:
+        traceback.print_exception(exc, file=sys.stderr)
+    err_console.print(Text.assemble(("error: ", "bold red"), message), soft_wrap=True)  # soft_wrap: one line
+    raise SystemExit(status) from None
