@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import json
 import re
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -26,28 +27,31 @@ def data() -> Path:
     return data_dir()
 
 
-@pytest.mark.parametrize(
-    ("model", "wins", "losses", "ties", "unparsed"),
-    [("alpaca-7b", 205, 584, 16, 0), ("vicuna-13b", 566, 237, 2, 0), ("gpt-3.5-turbo-0301", 716, 83, 5, 1)],
-)
-def test_alpaca_eval_gpt4_counts(data: Path, model: str, wins: int, losses: int, ties: int, unparsed: int) -> None:
-    t = alpaca_eval_tally(data / "alpaca_eval" / "annotations_alpaca_eval_gpt4" / f"{model}.json.gz", n_resamples=500)
-    assert t.counts == {"win": wins, "tie": ties, "loss": losses, "unparsed": unparsed, "inconsistent": 0}
-    assert sum(t.counts.values()) == 805
+# The AlpacaEval 1 leaderboard as published: alpaca_eval/leaderboards/data_AlpacaEval/alpaca_eval_gpt4_leaderboard.csv
+# in the PyPI wheel alpaca-eval==0.6.6 (the same annotations, counted by AlpacaEval's own code). Columns: n_wins,
+# n_wins_base, n_draws, n_total (parsed verdicts only), win_rate (%, a draw counts half), standard_error.
+ALPACA_EVAL_LEADERBOARD = {
+    "alpaca-7b": (205, 584, 16, 805, 26.459627329192543, 1.535711469748),
+    "vicuna-13b": (566, 237, 2, 805, 70.43478260869566, 1.6069688407799696),
+    "gpt-3.5-turbo-0301": (716, 83, 5, 804, 89.36567164179104, 1.0789487022114888),
+}
+
+
+@pytest.mark.parametrize("model", sorted(ALPACA_EVAL_LEADERBOARD))
+def test_alpaca_eval_gpt4_counts_match_the_published_leaderboard(data: Path, model: str) -> None:
+    wins, losses, draws, parsed, win_rate, standard_error = ALPACA_EVAL_LEADERBOARD[model]
+    path = data / "alpaca_eval" / "annotations_alpaca_eval_gpt4" / f"{model}.json.gz"
+    t = alpaca_eval_tally(path, n_resamples=2000)
+    assert t.counts == {"win": wins, "tie": draws, "loss": losses, "unparsed": 805 - parsed, "inconsistent": 0}
+    # The file's raw preferences, read without imitlab: 2 = the model wins, 1 = davinci-003 wins, 1.5 or 0 = tie.
+    raw = Counter(row["preference"] for row in json.loads(gzip.decompress(path.read_bytes())))
+    assert (raw[2], raw[1], raw[1.5] + raw[0], raw[None]) == (wins, losses, draws, 805 - parsed)
+    rate = t.rates["win_rate_ties_half"]
+    assert 100 * rate["value"] == pytest.approx(win_rate, abs=1e-4)
+    # the bootstrap 95% CI is about +-1.96 standard errors
+    assert 100 * (rate["high"] - rate["low"]) / 2 == pytest.approx(1.96 * standard_error, rel=0.1)
     win = t.rates["win"]
     assert win["low"] < win["value"] < win["high"]
-
-
-def test_alpaca_eval_leaderboard_win_rate_vicuna_13b(data: Path) -> None:
-    # AlpacaEval 1 leaderboard (alpaca_eval_gpt4): vicuna-13b win_rate 70.43478, standard_error 1.60697,
-    # n_draws 2, n_wins 566, n_wins_base 237 -- ties count half.
-    t = alpaca_eval_tally(
-        data / "alpaca_eval" / "annotations_alpaca_eval_gpt4" / "vicuna-13b.json.gz", n_resamples=2000
-    )
-    rate = t.rates["win_rate_ties_half"]
-    assert 100 * rate["value"] == pytest.approx(70.43478, abs=1e-4)
-    # the bootstrap 95% CI is about +-1.96 standard errors
-    assert 100 * (rate["high"] - rate["low"]) / 2 == pytest.approx(1.96 * 1.60697, rel=0.1)
 
 
 @pytest.mark.parametrize(
@@ -139,7 +143,8 @@ def test_replay_gpt4_alpaca_eval_verdicts_through_run_judge(data: Path, tmp_path
         judge=replay,
     )
     assert summary["n_pairs"] == 805 and not summary["excluded"]
-    assert summary["counts"] == {"win": 205, "tie": 0, "loss": 584, "unparsed": 16, "inconsistent": 0}
+    wins, losses, draws, *_ = ALPACA_EVAL_LEADERBOARD["alpaca-7b"]  # GPT-4's ties are replayed as no verdict
+    assert summary["counts"] == {"win": wins, "tie": 0, "loss": losses, "unparsed": draws, "inconsistent": 0}
     assert summary["order_consistency"] == 1.0
     assert summary["a"]["model"] == "alpaca-7b" and summary["b"]["model"] == "text_davinci_003"
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 from pathlib import Path
 
@@ -91,7 +92,33 @@ def test_real_alpaca_eval_outputs_imitation_copies_chatgpt_style() -> None:
     assert vicuna["n"] == alpaca["n"] == 805
     for metric in ("list_when_teacher", "summary_when_teacher", "unigram_overlap", "length_pearson"):
         assert vicuna[metric]["low"] > alpaca[metric]["high"], metric  # CIs do not overlap
+    # A second computation: the same rate with a CommonMark parser (markdown-it-py) as the list detector, on
+    # the raw files matched by instruction. Measured: 255/296 for Vicuna-13B from both detectors, and 68/296
+    # (imitlab) vs 65/296 (CommonMark) for Alpaca-7B, whose lists are less often well-formed markdown.
+    for name, column in (("vicuna-13b", vicuna), ("alpaca-7b", alpaca)):
+        assert column["list_when_teacher"]["value"] == pytest.approx(_commonmark_list_rate(name), abs=0.011), name
+    # No published figure exists for this pair; 0.861 (255/296) is this code's own measurement, and this line
+    # only guards it against change.
     assert vicuna["list_when_teacher"]["value"] == pytest.approx(0.861, abs=0.001)
+
+
+def _commonmark_list_rate(model: str) -> float:
+    """Of the AlpacaEval answers where ChatGPT uses a list (2+ items by CommonMark), the share where ``model``
+    uses one too."""
+    from markdown_it import MarkdownIt
+
+    parser = MarkdownIt("commonmark")
+
+    def has_markdown_list(text: str) -> bool:
+        return sum(token.type == "list_item_open" for token in parser.parse(text)) >= 2
+
+    def outputs(name: str) -> dict[str, str]:
+        path = data_dir() / "alpaca_eval" / "model_outputs" / f"{name}.json.gz"
+        return {row["instruction"]: row["output"] for row in json.loads(gzip.decompress(path.read_bytes()))}
+
+    teacher, other = outputs("gpt-3.5-turbo-0301"), outputs(model)
+    listed = [k for k, text in teacher.items() if k in other and has_markdown_list(text)]
+    return sum(has_markdown_list(other[k]) for k in listed) / len(listed)
 
 
 def test_style_cli_and_missing_file_error(tmp_path: Path) -> None:
