@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 
@@ -749,3 +750,37 @@ def test_a_check_rebound_or_rewritten_after_the_tests_is_refused() -> None:
     first, second = run_many([rebound, rewritten], LIMITS)
     assert first.status == "failed" and "not the tests' own function" in first.reason, first
     assert second.status == "failed" and "setting .__code__ is not allowed" in second.reason, second
+
+
+def test_each_pipe_descriptor_is_closed_exactly_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """run_many's threads share one descriptor table: closing a number twice closes whatever another sample opened
+    under it since. That happened (2 of 164 canonical HumanEval solutions at 2 workers failed with EBADF/ESPIPE)."""
+    live: set[int] = set()
+    double_closed: list[int] = []
+    ever: set[int] = set()
+    real_pipe, real_open, real_close = os.pipe, os.open, os.close
+
+    def pipe() -> tuple[int, int]:
+        r, w = real_pipe()
+        live.update((r, w))
+        ever.update((r, w))
+        return r, w
+
+    def open_(*args: Any, **kwargs: Any) -> int:  # tempfile, rmtree and subprocess (/dev/null) use these
+        fd = real_open(*args, **kwargs)
+        live.add(fd)
+        return fd
+
+    def close(fd: int) -> None:
+        if fd in live:
+            live.discard(fd)
+        elif fd in ever:
+            double_closed.append(fd)
+        real_close(fd)
+
+    monkeypatch.setattr(os, "pipe", pipe)
+    monkeypatch.setattr(os, "open", open_)
+    monkeypatch.setattr(os, "close", close)
+    results = [sandbox.run_program("pass", LIMITS), sandbox.run_program("import os\nos._exit(3)", LIMITS)]
+    assert [r.status for r in results] == ["passed", "failed"]
+    assert double_closed == [] and live == set()

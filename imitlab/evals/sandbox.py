@@ -330,12 +330,17 @@ def run_program(program: str | Program, limits: Limits = Limits()) -> ExecResult
         program = Program(program)
     iso = isolation()
     nonce = _new_nonce()
-    workdir = Path(tempfile.mkdtemp(prefix="imitlab-sandbox-"))
-    nonce_r, nonce_w = os.pipe()
-    proof_r, proof_w = os.pipe()
+    # Every descriptor is closed exactly once: run_many's threads share the descriptor table, so closing a number
+    # twice could close another sample's pipe or file.
+    nonce_r = nonce_w = proof_r = proof_w = -1
+    workdir: Path | None = None
     try:
+        nonce_r, nonce_w = os.pipe()
+        proof_r, proof_w = os.pipe()
+        workdir = Path(tempfile.mkdtemp(prefix="imitlab-sandbox-"))
         os.write(nonce_w, nonce.encode("ascii"))
         os.close(nonce_w)
+        nonce_w = -1
         if iso["user"] == "nobody":
             os.chown(workdir, NOBODY, NOBODY)
         path = workdir / "sample.py"
@@ -353,8 +358,9 @@ def run_program(program: str | Program, limits: Limits = Limits()) -> ExecResult
                 pass_fds=(nonce_r, proof_w),
             )  # fmt: skip
             os.close(nonce_r)
+            nonce_r = -1
             os.close(proof_w)
-            nonce_r = proof_w = -1
+            proof_w = -1
             try:
                 returncode: int | None = proc.wait(timeout=limits.timeout_s)
                 timed_out = False
@@ -366,13 +372,11 @@ def run_program(program: str | Program, limits: Limits = Limits()) -> ExecResult
             proof = _read_available(proof_r)
             tail = _tail(err)
     finally:
-        for fd in (nonce_r, nonce_w, proof_r, proof_w):
+        for fd in (nonce_r, nonce_w, proof_r, proof_w):  # the ones still open, and only those
             if fd >= 0:
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass  # already closed above
-        _remove_tree(workdir)
+                os.close(fd)
+        if workdir is not None:
+            _remove_tree(workdir)
     status, reason = _verdict(returncode, timed_out, proof, nonce.encode("ascii"), tail, limits)
     return ExecResult(status, returncode, duration, tail, reason)
 
