@@ -238,10 +238,8 @@ def test_broken_solutions_score_as_failed(tmp_path: Path) -> None:
     verdicts = _verdicts(tmp_path, "broken")
     assert len(verdicts) == len(samples) and summary["n_problems"] == 164
     by_kind = {kind: verdicts[i * len(problems) : (i + 1) * len(problems)] for i, kind in enumerate(breakers)}
-    for kind in ("returns None", "syntax error", "exits 0 first"):
-        assert [v["passed"] for v in by_kind[kind]] == [False] * len(problems), kind
-    assert any("SyntaxError" in v["reason"] for v in by_kind["syntax error"])
-    # "1 + x" is still right where a return value is never compared (or is a bool the tests accept as truthy),
-    # so this breaker must fail most problems, not all.
-    assert sum(not v["passed"] for v in by_kind["off by one"]) >= len(problems) * 3 // 4
-    assert summary["metrics"]["pass@1"]["value"] < 0.1
+    for kind, verdicts_of_kind in by_kind.items():
+        assert [v["passed"] for v in verdicts_of_kind] == [False] * len(problems), kind
+    assert all("SyntaxError" in v["reason"] for v in by_kind["syntax error"])
+    assert all(v["reason"] == "SystemExit: 0" for v in by_kind["exits 0 first"])
+    assert summary["metrics"]["pass@1"]["value"] == 0.0 and summary["statuses"] == {"failed": len(samples)}
