@@ -287,10 +287,10 @@ def data_decontaminate(
     data_dir: Annotated[Path | None, typer.Option("--data-dir", help="Data root (default $IMITLAB_DATA).")] = None,
 ) -> None:
     """Remove conversations sharing an n-gram with an evaluation set; report what was removed."""
-    from imitlab.data.decontaminate import EVAL_SETS, DecontamConfig, decontaminate
+    from imitlab.data.decontaminate import DecontamConfig, decontaminate, eval_set_names
     from imitlab.data.schema import read_conversations
 
-    sets = [s.strip() for s in evals.split(",") if s.strip()] if evals is not None else list(EVAL_SETS)
+    sets = [s.strip() for s in evals.split(",") if s.strip()] if evals is not None else eval_set_names()
     cfg = DecontamConfig(eval_sets=sets, eval_files=list(eval_file or []), data_dir=data_dir, n=n,
                          min_words=min_words, check=check)  # type: ignore[arg-type]  # fmt: skip
     kept, report = decontaminate(read_conversations(inp), cfg)

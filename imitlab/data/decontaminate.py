@@ -6,8 +6,13 @@ one sequence, matched whole, if it has at least ``min_words`` words (shorter one
 president", are too generic to call a leak). Text is compared as lower-cased word tokens. A match
 removes the whole group (all samples of that prompt).
 
-Evaluation texts come from the data directory (``imitlab.config.data_dir``) by name (:data:`EVAL_SETS`),
-and from any prompt file the importers read (``eval_files``). Public entry point: :func:`decontaminate`.
+Evaluation sets are named as everywhere else in imitlab (:func:`eval_set_names`) and read from the data
+directory (``imitlab.config.data_dir``) by whoever declares them: a registered benchmark's items through its
+``Task`` declaration (:func:`imitlab.evals.task.contamination_texts`), a judge prompt set through
+:func:`imitlab.judge.sources.load_prompts` (the prompts it judges: mt-bench's first turns), and the few public
+sets imitlab does not run (:data:`OTHER_EVAL_SETS`) here. Reading those declarations is this module's one
+reach past the data stage; nothing else about evaluation or judging is imported. Any prompt file the importers
+read can be added (``eval_files``). Public entry point: :func:`decontaminate`.
 """
 
 from __future__ import annotations
@@ -56,26 +61,41 @@ def _csv_column(rel: str, column: int, header: bool) -> Callable[[Path], Iterato
     return load
 
 
-# Evaluation sets in the data directory's layout (see shared/data/README.md), by name.
-EVAL_SETS: dict[str, Callable[[Path], Iterator[str]]] = {
-    "nq_open": _jsonl_field("nq_open/NQ-open.dev.jsonl", "question"),
-    "triviaqa": _jsonl_field("triviaqa/triviaqa_sm_sub.jsonl", "context", ("Question:", "Answer:")),
-    "mmlu": _csv_column("mmlu/test/*_test.csv", 0, header=False),
-    "humaneval": _jsonl_field("humaneval/HumanEval.jsonl.gz", "prompt"),
+# Public evaluation sets imitlab neither scores nor judges (no declaration elsewhere holds their files), kept
+# out of training data all the same: a study may be evaluated on them elsewhere.
+OTHER_EVAL_SETS: dict[str, Callable[[Path], Iterator[str]]] = {
     "mbpp": _jsonl_field("mbpp/mbpp.jsonl", "text"),
-    "gsm8k": _jsonl_field("gsm8k/test.jsonl", "question"),
-    "arc": _jsonl_field("arc/arc_*_test.jsonl", "query", ("Question:",)),
     "truthfulqa": _csv_column("truthfulqa/TruthfulQA.csv", 2, header=True),
-    "koala": _jsonl_field("koala_test_set/koala_test_set.jsonl", "prompt"),
-    "vicuna": _jsonl_field("vicuna_bench/question.jsonl", "text"),
-    "mt_bench": _jsonl_field("mt_bench/question.jsonl", "turns"),
-    "alpaca_eval": _jsonl_field("alpaca_eval/alpaca_eval_instructions.jsonl", "instruction"),
 }
+
+
+def eval_set_names() -> list[str]:
+    """Every evaluation set, by the name the rest of imitlab uses: the registered benchmarks (``nq_open``,
+    ``arc_easy``, ...), the judge's prompt sets (``koala``, ``vicuna80``, ``mt-bench``, ``alpaca-eval``), and
+    :data:`OTHER_EVAL_SETS`."""
+    from imitlab.evals.task import known_tasks
+    from imitlab.judge.sources import PROMPT_SETS
+
+    return [*known_tasks(), *PROMPT_SETS, *OTHER_EVAL_SETS]
+
+
+def eval_texts(name: str, root: Path) -> list[str]:
+    """The texts of evaluation set ``name`` under the data directory ``root``, read by its own declaration."""
+    from imitlab.evals.task import contamination_texts, get_task, known_tasks
+    from imitlab.judge.sources import PROMPT_SETS, load_prompts
+
+    if name in known_tasks():
+        return list(contamination_texts(get_task(name), root))
+    if name in PROMPT_SETS:
+        return [item.prompt for item in load_prompts(name, data=root)]
+    if name in OTHER_EVAL_SETS:
+        return list(OTHER_EVAL_SETS[name](root))
+    raise ImitlabError(f"unknown evaluation set {name!r}; known: {', '.join(eval_set_names())}")
 
 
 @dataclass
 class DecontamConfig:
-    eval_sets: list[str] = field(default_factory=lambda: list(EVAL_SETS))
+    eval_sets: list[str] = field(default_factory=eval_set_names)
     eval_files: list[Path] = field(default_factory=list)  # extra evaluation prompts, any importable format
     data_dir: Path | None = None  # default: $IMITLAB_DATA
     n: int = 13
@@ -123,16 +143,17 @@ class NgramIndex:
 def build_index(cfg: DecontamConfig) -> tuple[NgramIndex, dict[str, int]]:
     index = NgramIndex(cfg.n, cfg.min_words)
     sizes: dict[str, int] = {}
-    unknown = [s for s in cfg.eval_sets if s not in EVAL_SETS]
+    known = eval_set_names() if cfg.eval_sets else []
+    unknown = [s for s in cfg.eval_sets if s not in known]
     if unknown:
-        raise ImitlabError(f"unknown evaluation set(s) {', '.join(unknown)}; known: {', '.join(EVAL_SETS)}")
+        raise ImitlabError(f"unknown evaluation set(s) {', '.join(unknown)}; known: {', '.join(known)}")
     if cfg.eval_sets:
         from imitlab.config import data_dir
 
         root = data_dir(cfg.data_dir)
         for name in cfg.eval_sets:
             try:
-                texts = list(EVAL_SETS[name](root))
+                texts = eval_texts(name, root)
             except (KeyError, TypeError) as exc:
                 raise ImitlabError(
                     f"evaluation set {name} in {root} does not have the expected fields ({exc})"
