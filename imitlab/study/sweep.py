@@ -28,15 +28,6 @@ from imitlab.study.stages import StageCache
 from imitlab.study.sweep_config import SweepConfig, expand, load_sweep_config
 
 log = logging.getLogger(__name__)
-HEADLINE = {
-    "nq_open": "em",
-    "triviaqa": "em",
-    "humaneval": "pass@1",
-    "mmlu": "acc",
-    "arc_easy": "acc",
-    "arc_challenge": "acc",
-    "gsm8k": "number",
-}
 
 
 class Teacher:
@@ -156,7 +147,7 @@ def run_sweep(config: SweepConfig, run_dir: Path, console: Console | None = None
         "teacher": config.teacher,
         "models": [{k: v for k, v in m.items() if k != "dir"} for m in models],
         "benchmarks": benchmarks,
-        "headline_metric": {b: HEADLINE.get(b, "acc") for b in config.eval.benches},
+        "headline_metric": {b: _headline(b) for b in config.eval.benches},
         "preference": preference,
         "style": style,
         "samples": samples,
@@ -255,27 +246,19 @@ def _local(config: SweepConfig, cache: StageCache, teacher: Teacher) -> Path:
     return cache.run("synthesize-local", key, run_synth)
 
 
-# The decontamination set names (data/decontaminate.py) of the benchmarks and judge prompts in use.
-_EVAL_SET_OF = {
-    "nq_open": "nq_open",
-    "triviaqa": "triviaqa",
-    "mmlu": "mmlu",
-    "humaneval": "humaneval",
-    "arc_easy": "arc",
-    "arc_challenge": "arc",
-    "gsm8k": "gsm8k",
-    "truthfulqa_mc1": "truthfulqa",
-    "koala": "koala",
-    "vicuna80": "vicuna",
-    "mt-bench": "mt_bench",
-    "alpaca-eval": "alpaca_eval",
-}
+def _headline(bench: str) -> str:
+    from imitlab.evals import get_task
+
+    return get_task(bench).headline_metric  # the benchmark's declaration says which metric it reports
 
 
 def _eval_sets(config: SweepConfig) -> list[str]:
-    """Only what this sweep evaluates on: the data must not contain those items."""
-    names = [*config.eval.benches, config.judge.prompts]
-    return sorted({_EVAL_SET_OF[n] for n in names if n in _EVAL_SET_OF})
+    """Only what this sweep evaluates on: the data must not contain those items (benchmarks and judge prompt sets
+    go by the same names in decontamination)."""
+    from imitlab.data.decontaminate import eval_set_names
+
+    known = set(eval_set_names())
+    return sorted({n for n in [*config.eval.benches, config.judge.prompts] if n in known})
 
 
 def _decontaminate(raw: Path, out: Path, data_dir: str, eval_sets: list[str]) -> None:
