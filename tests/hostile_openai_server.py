@@ -11,10 +11,11 @@ can check that each recorded answer belongs to its own prompt.
   later attempts are answered normally;
 * ``[always: a]``: every attempt gets fault ``a``.
 
-Attempts are counted per last user message (prompts in one test must not share one). :attr:`HostileOpenAI.log`
-records, per last user message, what each attempt actually got, including ``stale+`` when the request was first
-served a stale copy of an earlier response on its kept-alive connection (the ``dup`` fault), so a test can derive
-each prompt's fate from what the server really did. :data:`FAULTS` lists every fault with what it does.
+Attempts are counted per last user message (prompts in one test must not share one). :meth:`HostileOpenAI.events`
+tells, per last user message, what each attempt actually got (an :class:`Event`): its fault, whether the request
+asked for ``Connection: close``, and whether it was first served what an earlier fault left on its kept-alive
+connection (a stale copy of an earlier response, or stray bytes), so a test can derive each prompt's fate from what
+the server really did. :data:`FAULTS` lists every fault with what it does.
 """
 
 from __future__ import annotations
@@ -107,11 +108,21 @@ def answer_for(text: str) -> str:
     return f"answer to: {text} {TICK}"
 
 
+@dataclass(frozen=True)
+class Event:
+    """What one request got."""
+
+    fault: str  # "ok" or a fault of FAULTS
+    close: bool  # the request asked for Connection: close
+    left_over: str | None  # "stale" or "garbage": the connection already held an earlier fault's bytes
+
+
 class _Conn:
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self.buf = b""
         self.stale: bytes | None = None  # armed by "dup": written ahead of the next request's answer
+        self.left_over: str | None = None  # the connection holds unread bytes ("dup_eager", "length_short")
 
 
 class _Closed(Exception):
@@ -125,7 +136,7 @@ class HostileOpenAI:
         self.model = model
         self.ids = ids  # False: no response carries an id (as some servers do)
         self.latency_s = latency_s  # added to every answer (for tests that must catch a run mid-way)
-        self.log: dict[str, list[str]] = {}
+        self.log: dict[str, list[Event]] = {}
         self.attempts: Counter[str] = Counter()
         self.connections = 0  # accepted so far
         self.open_connections = 0  # open now
@@ -157,7 +168,7 @@ class HostileOpenAI:
             _close(s)
         self._thread.join(timeout=5)
 
-    def events(self, text: str) -> list[str]:
+    def events(self, text: str) -> list[Event]:
         """What each attempt for this last user message got, in order."""
         with self._lock:
             return list(self.log.get(text, []))
@@ -182,15 +193,13 @@ class HostileOpenAI:
                 if request is None:
                     return
                 headers, body = request
+                left_over, conn.left_over = conn.left_over, None
                 if conn.stale is not None:  # the duplicate of the previous answer, delivered late
                     conn.sock.sendall(conn.stale)
-                    conn.stale = None
+                    conn.stale, left_over = None, "stale"
                     with self._lock:
                         self.stale_sent += 1
-                    stale = True
-                else:
-                    stale = False
-                self._answer(conn, headers, body, stale)
+                self._answer(conn, headers, body, left_over)
                 if headers.get("connection", "").lower() == "close":
                     return
         except (_Closed, OSError):
@@ -220,25 +229,25 @@ class HostileOpenAI:
         return headers, rest[:length]
 
     # -- answers ---------------------------------------------------------------------------------------
-    def _answer(self, conn: _Conn, headers: dict[str, str], raw: bytes, stale: bool) -> None:
+    def _answer(self, conn: _Conn, headers: dict[str, str], raw: bytes, left_over: str | None) -> None:
         body = json.loads(raw)
         messages = body.get("messages") or []
         text = next((m["content"] for m in reversed(messages) if m.get("role") == "user"), body.get("prompt", ""))
         stream = bool(body.get("stream"))
+        close = headers.get("connection", "").lower() == "close"
         with self._lock:
             self.requests += 1
             self.attempts[text] += 1
             fault = planned(text, self.attempts[text])
             self.bodies.append(body)
             self.headers.append(headers)
-            self.log.setdefault(text, []).append(("stale+" if stale else "") + fault)
+            self.log.setdefault(text, []).append(Event(fault, close, left_over))
         allowed = STREAM_FAULTS if stream else JSON_FAULTS
         if fault not in allowed:
             self.errors.append(f"fault {fault!r} does not apply to a {'stream' if stream else 'JSON'} request")
             raise _Closed
         if self.latency_s:
             time.sleep(self.latency_s)
-        close = headers.get("connection", "").lower() == "close"
         if fault in PRE_BODY_FAULTS:
             self._refuse(conn, fault, close)
             return
@@ -309,6 +318,7 @@ class HostileOpenAI:
             raise _Closed
         elif fault == "length_short":
             send(_head(200, "application/json", len(data) - 10, [], close) + data)
+            conn.left_over = "garbage"
         elif fault == "chunked_cut":
             send(
                 _head(200, "application/json", None, [], close) + f"{len(data):x}\r\n".encode() + data[: len(data) // 2]
@@ -328,6 +338,7 @@ class HostileOpenAI:
                 conn.stale = message
             elif fault == "dup_eager":
                 send(message)
+                conn.left_over = "stale"
 
     def _stream(self, conn: _Conn, fault: str, reply: _Reply, include_usage: bool, close: bool) -> None:
         def event(delta: dict[str, Any] | None, finish: str | None = None, *, of: str | None = reply.rid,

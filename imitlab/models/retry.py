@@ -22,10 +22,14 @@ import pydantic
 
 # openai >= 3 talks through httpx2, older releases through httpx; transport errors of either are retryable.
 _HTTP_ERRORS: tuple[type[Exception], ...] = (httpx.HTTPError,)
+_TRANSPORT_ERRORS: tuple[type[Exception], ...] = (httpx.TransportError,)  # the connection failed under a request
+_TIMEOUT_ERRORS: tuple[type[Exception], ...] = (httpx.TimeoutException, TimeoutError)
 try:
     import httpx2
 
     _HTTP_ERRORS += (httpx2.HTTPError,)
+    _TRANSPORT_ERRORS += (httpx2.TransportError,)
+    _TIMEOUT_ERRORS += (httpx2.TimeoutException,)
 except ImportError:  # pragma: no cover - depends on the openai release
     pass
 
@@ -95,10 +99,11 @@ def classify(exc: BaseException) -> Failure:
         if status in _RETRY_STATUS or status >= 500:
             return Failure(reason, retryable=True, status=status, retry_after=retry_after)
         return Failure(reason, retryable=False, fatal=status in _FATAL_STATUS, status=status)
-    if isinstance(exc, openai.APITimeoutError | TimeoutError):
+    if isinstance(exc, (openai.APITimeoutError, *_TIMEOUT_ERRORS)):
         return Failure("timeout", retryable=True)
     if isinstance(exc, openai.APIConnectionError):
-        return Failure(f"connection error: {_short(str(exc.__cause__ or exc))}", retryable=True)
+        cause = exc.__cause__ or exc
+        return Failure(f"connection error: {_short(str(cause) or type(cause).__name__)}", retryable=True)
     # A 200 whose body is not the JSON we expect: the openai client raises a decode or validation error.
     # A body cut inside a multi-byte UTF-8 character fails to decode: the same cut body, so retryable too.
     if isinstance(exc, json.JSONDecodeError | UnicodeDecodeError | openai.APIResponseValidationError
@@ -108,6 +113,8 @@ def classify(exc: BaseException) -> Failure:
         return Failure(f"malformed response: {exc}", retryable=True)
     if isinstance(exc, StreamError):  # the server gave up mid-stream: like a 5xx, worth another try
         return Failure(f"stream error: {_short(str(exc))}", retryable=True)
+    if isinstance(exc, _TRANSPORT_ERRORS):  # raised as is while a stream's body is read
+        return Failure(f"connection error: {_short(str(exc) or type(exc).__name__)}", retryable=True)
     if isinstance(exc, _HTTP_ERRORS):
         return Failure(f"HTTP error: {_short(str(exc))}", retryable=True)
     return Failure(f"{type(exc).__name__}: {_short(str(exc))}", retryable=False)
