@@ -195,7 +195,6 @@ def test_red_team_json(tmp_path: Path) -> None:
         events = [e for text in srv.log for e in srv.events(text)]
     seen = Counter(e.fault for e in events)
     assert set(seen) == JSON_FAULTS, f"faults never used: {JSON_FAULTS - set(seen)}"
-    print("stale copies delivered:", sum(e.left_over == "stale" for e in events))
     assert any(e.left_over == "stale" for e in events), "no stale duplicate reached a request: the test proves nothing"
     assert sum(f.answered for f in fates.values()) > 40 and sum(not f.answered for f in fates.values()) > 10
     anomalies = result.manifest["last_run"]["anomalies_refused"]
@@ -214,7 +213,6 @@ def test_red_team_stream(tmp_path: Path) -> None:
         events = [e for text in srv.log for e in srv.events(text)]
         assert all(b["stream"] is True and b["stream_options"] == {"include_usage": True} for b in srv.bodies)
         assert set(Counter(e.fault for e in events)) == STREAM_FAULTS
-        print("stale copies delivered:", sum(e.left_over == "stale" for e in events))
         assert any(e.left_over == "stale" for e in events)
         # Streaming is how an answer travels, not what is asked: a plain run gets the same answers from the cache.
         again = collect(_cfg(tmp_path, srv, path, out=tmp_path / "plain"), client=ChatClient(srv.base_url, "teacher"))
