@@ -243,3 +243,12 @@ def test_broken_solutions_score_as_failed(tmp_path: Path) -> None:
     assert all("SyntaxError" in v["reason"] for v in by_kind["syntax error"])
     assert all(v["reason"] == "SystemExit: 0" for v in by_kind["exits 0 first"])
     assert summary["metrics"]["pass@1"]["value"] == 0.0 and summary["statuses"] == {"failed": len(samples)}
+
+
+def test_bom_and_utf16_files_are_read(tmp_path: Path) -> None:
+    problems = _write_jsonl(tmp_path / "toy.jsonl", TOY)
+    text = json.dumps({"task_id": "Toy/1", "completion": "    return 2 * x  # é\n"}) + "\r\n"
+    for name, data in (("utf8bom", b"\xef\xbb\xbf" + text.encode()), ("utf16", text.encode("utf-16"))):
+        (tmp_path / f"{name}.jsonl").write_bytes(data)
+        summary = score_completions(CompletionsConfig(tmp_path / f"{name}.jsonl", tmp_path / "out", problems=problems))
+        assert summary["passed_records"] == summary["n_records"] == 1, name
