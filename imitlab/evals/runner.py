@@ -342,7 +342,7 @@ def _score_code(task: Task, model: Model, batch: list[_Prepared], config: EvalCo
         record = _record(task, p, output=outs[0], method="generate")
         record.update(
             outputs=outs if n > 1 else None, statuses=[r.status for r in runs],
-            errors=[_last_line(r.stderr_tail) for r in runs], n=n, passed=passed,
+            errors=["" if r.passed else r.reason for r in runs], n=n, passed=passed,
             **{f"pass@{k}": metrics.pass_at_k(n, passed, k) for k in (1, *config.ks) if k <= n},
         )  # fmt: skip
         records.append(record)
@@ -378,11 +378,6 @@ def _record(task: Task, p: _Prepared, *, output: str, method: str) -> dict[str, 
         "id": p.item["id"], "group": p.item.get(task.group) if task.group else None, "prompt": p.prompt,
         "fewshot_ids": p.shot_ids, "output": output, "method": method,
     }  # fmt: skip
-
-
-def _last_line(text: str) -> str:
-    lines = [line for line in text.strip().splitlines() if line.strip()]
-    return lines[-1][:300] if lines else ""
 
 
 # -- summaries -----------------------------------------------------------------------------------------
