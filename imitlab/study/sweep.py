@@ -24,6 +24,7 @@ from rich.console import Console
 
 from imitlab.errors import ImitlabError
 from imitlab.fileio import atomic_write_text, sha256_file
+from imitlab.models.api_model import APIModel
 from imitlab.study.stages import StageCache
 from imitlab.study.sweep_config import SweepConfig, expand, load_sweep_config
 
@@ -31,23 +32,31 @@ log = logging.getLogger(__name__)
 
 
 class Teacher:
-    """The teacher as an OpenAI-compatible endpoint (a llama.cpp server for local models)."""
+    """The teacher, open for the whole sweep: a live model (a llama.cpp server for local models) that serves
+    collection, synthesis, its own benchmark run, its reference answers and the judge."""
 
-    def __init__(self, spec: str, base_url: str, name: str) -> None:
-        self.spec, self.base_url, self.name = spec, base_url, name
+    def __init__(self, spec: str, model: APIModel) -> None:
+        self.spec, self.model = spec, model
 
     @property
-    def api_spec(self) -> str:
-        return f"openai:{self.name}"
+    def base_url(self) -> str:
+        return self.model.engine.base_url
+
+    @property
+    def name(self) -> str:
+        return self.model.engine.model
 
 
 @contextmanager
 def serve_teacher(config: SweepConfig) -> Iterator[Teacher]:
-    from imitlab.models.spec import open_chat, parse_spec
+    from imitlab.models.api_model import open_model
+    from imitlab.models.engine import EngineSettings
 
-    spec = parse_spec(config.teacher)
-    with open_chat(spec, cache=config.cache, parallel=config.teacher_concurrency, ctx_per_slot=4096) as client:
-        yield Teacher(config.teacher, client.base_url, client.model)
+    # Long generations on a small machine: a generous end-to-end timeout, and progress bars per stage.
+    settings = EngineSettings(concurrency=config.teacher_concurrency, timeout=600.0,
+                              cache_root=Path(config.cache) if config.cache else None)  # fmt: skip
+    with open_model(config.teacher, settings=settings, cache=config.cache, ctx_per_slot=4096) as model:
+        yield Teacher(config.teacher, model)
 
 
 def _teacher_mode(config: SweepConfig) -> str:
@@ -174,7 +183,6 @@ def _dataset(kind: str, config: SweepConfig, cache: StageCache, teacher: Teacher
 def _broad(config: SweepConfig, cache: StageCache, teacher: Teacher) -> Path:
     from imitlab.collect.config import CollectConfig
     from imitlab.collect.runner import collect
-    from imitlab.models.client import ChatClient
     from imitlab.prompts.importers import import_prompts
     from imitlab.prompts.schema import write_prompt_set
 
@@ -191,9 +199,10 @@ def _broad(config: SweepConfig, cache: StageCache, teacher: Teacher) -> Path:
     prompts = cache.run("prompts-broad", key, make_prompts)
 
     def run_collect(d: Path) -> None:
+        # The teacher's identity (its weights, never its server's port) keys the collection, so a sweep killed
+        # here resumes this directory in a new process, asking the teacher only for what is not written yet.
         cfg = CollectConfig(
-            teacher=teacher.api_spec,
-            base_url=teacher.base_url,
+            teacher=config.teacher,
             prompts=prompts / "prompts.jsonl",
             out=d,
             concurrency=config.teacher_concurrency,
@@ -201,9 +210,8 @@ def _broad(config: SweepConfig, cache: StageCache, teacher: Teacher) -> Path:
             temperature=0.7,
             seed=config.seed,
             cache_root=Path(config.cache) if config.cache else None,
-            progress=False,
         )
-        collect(cfg, client=ChatClient(teacher.base_url, teacher.name, timeout=600))
+        collect(cfg, model=teacher.model)
 
     return cache.run(
         "collect-broad",
@@ -219,7 +227,6 @@ def _broad(config: SweepConfig, cache: StageCache, teacher: Teacher) -> Path:
 
 def _local(config: SweepConfig, cache: StageCache, teacher: Teacher) -> Path:
     from imitlab.data.dataset import write_dataset
-    from imitlab.models.client import ChatClient
     from imitlab.prompts.synthesize import SynthConfig, qa_conversations, synthesize_qa
 
     seeds = expand(config.local.seeds, config.data_dir)
@@ -234,7 +241,7 @@ def _local(config: SweepConfig, cache: StageCache, teacher: Teacher) -> Path:
             concurrency=config.teacher_concurrency,
             seed=config.seed,
         )
-        result = synthesize_qa(ChatClient(teacher.base_url, teacher.name, timeout=600), cfg)
+        result = synthesize_qa(teacher.model, cfg)
         write_dataset(
             d,
             qa_conversations(result.records, config.teacher),
@@ -349,18 +356,18 @@ def _evaluate(model: dict[str, Any], config: SweepConfig, cache: StageCache, tea
     def run(d: Path) -> None:
         run_eval(
             EvalConfig(
-                model=teacher.api_spec if is_teacher else model["spec"],
+                model=model["spec"],
                 benches=e.benches,
                 out=d,
                 data_dir=Path(data_dir),
                 limit=e.limit,
                 seed=config.seed + 1234,
-                base_url=teacher.base_url if is_teacher else None,
                 api_mode=_teacher_mode(config) if is_teacher else "chat",
                 batch_size=e.batch_size,
                 concurrency=config.teacher_concurrency,
                 cache=Path(config.cache) if config.cache else None,
-            )
+            ),
+            model=teacher.model if is_teacher else None,  # the teacher is scored through its server
         )
 
     directory = cache.run("eval", key, run)
@@ -381,7 +388,7 @@ def _answers(model: dict[str, Any], config: SweepConfig, cache: StageCache, teac
     def run(d: Path) -> None:
         if model["role"] == "teacher":
             params = GenerationParams(max_tokens=j.max_tokens, parallel=config.teacher_concurrency)
-            generate_answers(teacher.api_spec, prompts, d / "answers.jsonl", params, base_url=teacher.base_url)
+            generate_answers(teacher.model, prompts, d / "answers.jsonl", params)
         else:
             path = resolve_hf(parse_spec(model["spec"]), config.cache)
             generate_answers_local(
@@ -403,7 +410,10 @@ def _preferences(
     from imitlab.judge.style import StyleConfig, run_style
 
     j = config.judge
-    judge_spec = teacher.api_spec if not j.judge or j.judge == config.teacher else j.judge
+    judge_is_teacher = not j.judge or j.judge == config.teacher
+    judge_spec = config.teacher if judge_is_teacher else j.judge
+    # the teacher's open model serves as judge and as the style table's second teacher sample
+    judge_model = teacher.model if judge_is_teacher else None
     answers = {m["id"]: _answers(m, config, cache, teacher, data_dir) for m in models}
     teacher_answers = answers["teacher"]
     preference: dict[str, Any] = {}
@@ -429,10 +439,10 @@ def _preferences(
                     out=d,
                     limit=j.limit,
                     data=Path(data_dir),
-                    base_url=teacher.base_url,
                     parallel=config.teacher_concurrency,
                     judge_max_tokens=j.judge_max_tokens,
-                )
+                ),
+                judge=judge_model,
             )
 
         judge_dir = cache.run("judge", key, run)
@@ -469,14 +479,15 @@ def _preferences(
                     models=others,
                     prompts=j.prompts,
                     out=d,
-                    teacher2=teacher.api_spec,
+                    teacher2=config.teacher,
                     judge=judge_spec,
                     limit=j.limit,
                     data=Path(data_dir),
-                    base_url=teacher.base_url,
                     parallel=config.teacher_concurrency,
                     generation=GenerationParams(max_tokens=j.max_tokens, parallel=config.teacher_concurrency),
-                )
+                ),
+                judge=judge_model,
+                models={config.teacher: teacher.model},
             )
 
         table = json.loads((cache.run("style", key, run_s) / "style.json").read_text())["columns"]
