@@ -182,7 +182,6 @@ def test_a_false_isolation_report_is_caught(broken: str, caught_by: str, monkeyp
         _check_isolation_is_what_the_sandbox_gets(info)
 
 
-@pytest.mark.real
 def test_humaneval_canonical_solutions_pass_and_broken_ones_fail() -> None:
     problems = _problems()
     assert len(problems) == 164

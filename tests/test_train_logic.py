@@ -53,6 +53,7 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory, tokenizer) -> Path:  # 
     return path
 
 
+@pytest.mark.real  # SmolLM2's tokenizer comes from its pulled weights
 def test_mask_covers_exactly_the_assistant_turns(tokenizer) -> None:  # type: ignore[no-untyped-def]
     conv = _conv(3, turns=2)
     ids, mask = tokenize_conversation(tokenizer, conv["messages"])
@@ -81,6 +82,7 @@ def test_plain_template_for_base_models() -> None:
     assert text.endswith("<eos>\n\n")
 
 
+@pytest.mark.real  # SmolLM2's tokenizer comes from its pulled weights
 def test_packing_fills_blocks_and_counts_splits(tokenizer) -> None:  # type: ignore[no-untyped-def]
     records = [_conv(i, answer_words=40) for i in range(20)]
     rows, stats = build_rows(tokenizer, records, block_size=64, packing=True)
@@ -91,6 +93,7 @@ def test_packing_fills_blocks_and_counts_splits(tokenizer) -> None:  # type: ign
     assert sum(sum(1 for label in r["labels"] if label != IGNORE) for r in rows) == stats.loss_tokens
 
 
+@pytest.mark.real  # SmolLM2's tokenizer comes from its pulled weights
 def test_no_packing_truncates_and_reports(tokenizer) -> None:  # type: ignore[no-untyped-def]
     records = [_conv(i, answer_words=200) for i in range(3)]
     rows, stats = build_rows(tokenizer, records, block_size=64, packing=False)
@@ -98,11 +101,13 @@ def test_no_packing_truncates_and_reports(tokenizer) -> None:  # type: ignore[no
     assert all(len(r["input_ids"]) == 64 for r in rows)
 
 
+@pytest.mark.real  # SmolLM2's tokenizer comes from its pulled weights
 def test_no_assistant_turn_is_an_error_not_an_empty_run(tokenizer) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(ImitlabError, match="no trainable conversations"):
         build_rows(tokenizer, [{"id": "x", "messages": [{"role": "user", "content": "hi"}]}], block_size=64)
 
 
+@pytest.mark.real  # SmolLM2's tokenizer comes from its pulled weights
 def test_train_resume_and_outputs(tiny_model: Path, tmp_path: Path) -> None:
     data = _write(tmp_path / "data" / "conversations.jsonl", [_conv(i) for i in range(40)])
     out = tmp_path / "run"
@@ -123,6 +128,7 @@ def test_train_resume_and_outputs(tiny_model: Path, tmp_path: Path) -> None:
     assert manifest["results"]["steps"] == 6
 
 
+@pytest.mark.real  # SmolLM2's tokenizer comes from its pulled weights
 def test_budget_larger_than_data_is_an_error(tiny_model: Path, tmp_path: Path) -> None:
     data = _write(tmp_path / "d.jsonl", [_conv(i) for i in range(5)])
     cfg = TrainConfig(base=f"hf:{tiny_model}", data=str(data), out=str(tmp_path / "o"), tokens=1_000_000, block_size=64)
@@ -130,6 +136,7 @@ def test_budget_larger_than_data_is_an_error(tiny_model: Path, tmp_path: Path) -
         train(cfg)
 
 
+@pytest.mark.real  # SmolLM2's tokenizer comes from its pulled weights
 def test_budget_selects_a_subset(tiny_model: Path, tmp_path: Path) -> None:
     data = _write(tmp_path / "d.jsonl", [_conv(i) for i in range(30)])
     cfg = TrainConfig(base=f"hf:{tiny_model}", data=str(data), out=str(tmp_path / "o"), tokens=500, block_size=64,
@@ -138,6 +145,7 @@ def test_budget_selects_a_subset(tiny_model: Path, tmp_path: Path) -> None:
     assert 500 <= manifest["budget"]["tokens"] < 600 and manifest["budget"]["records"] < 30
 
 
+@pytest.mark.real  # SmolLM2's tokenizer comes from its pulled weights
 def test_empty_and_malformed_data_name_the_file(tiny_model: Path, tmp_path: Path) -> None:
     empty = _write(tmp_path / "empty.jsonl", [])
     with pytest.raises(ImitlabError, match="empty"):
