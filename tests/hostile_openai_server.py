@@ -73,6 +73,7 @@ FAULTS: dict[str, str] = {
     "sse_error": "an error event in the middle of the stream",
     "sse_trailing": "events after [DONE] (a repeated final event and [DONE]): harmless",
     "sse_keepalive": "SSE comment lines (': ping') between events, as proxies send: harmless",
+    "sse_hang_after_done": "the whole stream, [DONE] included, then the body is held open (no terminating chunk)",
 }
 PRE_BODY_FAULTS = {"close_early", "reset", "garbage_status", "http429", "http429_date", "http500", "http502", "http503",
                    "http400"}  # fmt: skip
@@ -385,6 +386,9 @@ class HostileOpenAI:
         if fault == "sse_cut":
             conn.sock.sendall(head + b"".join(chunks[: 1 + n_words // 2]))
             raise _Closed
+        if fault == "sse_hang_after_done":  # the client must stop waiting; it closes the connection
+            conn.sock.sendall(head + b"".join(chunks))
+            return
         message = head + b"".join(chunks) + b"0\r\n\r\n"
         conn.sock.sendall(message)
         if fault == "dup":

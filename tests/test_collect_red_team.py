@@ -43,7 +43,7 @@ MAX_RETRIES = 6
 TIMEOUT = 10.0  # far above any loopback answer on a loaded machine; only the slowloris fault comes near it
 
 # What the client must conclude from each fault when an attempt gets it.
-ACCEPTED = {"ok", "dup", "dup_eager", "wrong_model", "sse_trailing", "sse_keepalive"}
+ACCEPTED = {"ok", "dup", "dup_eager", "wrong_model", "sse_trailing", "sse_keepalive", "sse_hang_after_done"}
 FAILS_AT_ONCE = {"http400": "HTTP 400", "empty_answer": "empty completion"}  # not retried
 RETRIED = {  # fault -> how the failure reads if it is also the last attempt's
     "close_early": "connection error", "reset": "connection error", "garbage_status": "connection error",
@@ -447,3 +447,25 @@ def test_cli_collect_stream(tmp_path: Path) -> None:
         assert res.exit_code == 0, res.output
         assert all(b.get("stream") is True for b in srv.bodies) and srv.requests == 5
     assert _answers(tmp_path / "out") == {f"p{i}": answer_for(t) for i, t in enumerate(texts)}
+
+
+@pytest.mark.real
+def test_stream_from_a_real_llama_server_matches_the_plain_answers(smollm2_server: Any, tmp_path: Path) -> None:
+    """llama.cpp's server-sent events, assembled, are the answer its JSON endpoint gives (greedy, one at a time)."""
+    questions = ["What is the capital of France?", "Name a primary colour.", "Write one word: yes or no."]
+    path = tmp_path / "prompts.jsonl"
+    write_prompt_set(path, [PromptRecord(id=f"q{i}", turns=[q]) for i, q in enumerate(questions)])
+    runs = {}
+    for stream in (True, False):
+        cfg = CollectConfig(
+            teacher="smollm2-135m-instruct", prompts=path, out=tmp_path / f"out-{stream}", concurrency=1,
+            temperature=0.0, max_tokens=24, use_cache=False, progress=False, stream=stream,
+        )  # fmt: skip
+        result = collect(cfg, client=ChatClient(smollm2_server.base_url, "smollm2-135m-instruct"))
+        assert result.manifest["counts"]["collected"] == 3 and result.run.anomalies == Counter()
+        runs[stream] = {r["prompt_id"]: r for r in _lines(cfg.out / "conversations.jsonl")}
+    for pid, plain in runs[False].items():
+        streamed = runs[True][pid]
+        assert streamed["messages"] == plain["messages"] and streamed["messages"][-1]["content"].strip()
+        assert streamed["usage"] == plain["usage"] and 0 < streamed["usage"]["completion_tokens"] <= 24
+        assert streamed["finish_reason"] == plain["finish_reason"] in ("stop", "length")

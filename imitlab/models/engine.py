@@ -30,6 +30,7 @@ The API key is read from the argument or the environment and kept only in memory
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -54,6 +55,7 @@ Message = dict[str, str]
 
 KEY_ENVS = ("IMITLAB_API_KEY", "OPENAI_API_KEY")
 _NO_KEY = "sk-no-key-needed"  # local servers accept any key, but the openai client wants one
+_DRAIN_AFTER_DONE_S = 1.0  # how long the end of a stream's body may take to arrive after [DONE]
 
 
 @dataclass(frozen=True)
@@ -463,16 +465,26 @@ class RequestEngine:
         args = {**self._call_args(request, one_shot), "stream": True, "stream_options": {"include_usage": True}}
         stream = StreamAssembly(request.kind)
         async with endpoint.with_streaming_response.create(**args) as http:
-            async for event in SSEDecoder().aiter_bytes(http.iter_bytes()):
+            events = SSEDecoder().aiter_bytes(http.iter_bytes())
+            try:
+                async for event in events:
+                    if event.data.startswith("[DONE]"):
+                        stream.done = True
+                        break
+                    chunk = json.loads(event.data)
+                    if stream.response_id is None and isinstance(chunk, dict) and chunk.get("id"):
+                        self._register_id(str(chunk["id"]))  # at the first event: a stale stream is refused at once
+                    stream.add(chunk, event.event)
                 if stream.done:
-                    continue  # read to the end, so the connection can be reused; nothing after [DONE] counts
-                if event.data.startswith("[DONE]"):
-                    stream.done = True
-                    continue
-                chunk = json.loads(event.data)
-                if stream.response_id is None and isinstance(chunk, dict) and chunk.get("id"):
-                    self._register_id(str(chunk["id"]))  # at the first event: a stale stream is refused at once
-                stream.add(chunk, event.event)
+                    # What follows [DONE] is read (and ignored) only so that the connection can serve another
+                    # request; a server that holds the stream open past it gets a moment, then the connection is
+                    # closed instead, and the answer stands.
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(_DRAIN_AFTER_DONE_S):
+                            async for _ in events:
+                                pass
+            finally:
+                await events.aclose()
         return stream.finish(self.model)
 
     # -- many requests ---------------------------------------------------------------------------------
