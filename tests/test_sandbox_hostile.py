@@ -67,10 +67,12 @@ def _body(code: str) -> str:
 _SCAN = f"""
 import gc, hashlib, os, sys, types
 NONCE_SHA256 = {NONCE_SHA256!r}
+import time
 found, seen, stats = [], set(), {{"proof_frames": 0, "f_code_denied": 0}}
+stop_at = time.monotonic() + 2.5  # within the 6 s limit on a loaded machine, with time left to report
 def look(root):
     todo = [(root, 0)]
-    while todo and len(seen) < 400000:
+    while todo and len(seen) < 400000 and time.monotonic() < stop_at:
         o, d = todo.pop()
         if id(o) in seen or d > 25:
             continue
@@ -437,7 +439,7 @@ CASES = [
 import signal, time
 signal.signal(signal.SIGALRM, lambda s, frame: look(frame))
 signal.setitimer(signal.ITIMER_REAL, 0.0003, 0.0003)
-end = time.time() + 1.5
+end = time.time() + 1.0
 while time.time() < end and not found:
     sys.audit("hostile.poke")
     sys.audit({PROOF_EVENT!r})
