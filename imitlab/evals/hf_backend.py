@@ -34,6 +34,7 @@ from imitlab.models.base import (
     Message,
     Mode,
     UnsupportedRequest,
+    cut_at_stop,
     prompt_of,
 )
 from imitlab.models.engine import RequestFailed, Response
@@ -394,7 +395,7 @@ class HFModel:
                     continue
                 generated[row].append(token)
                 text = self.tokenizer.decode(generated[row], skip_special_tokens=True)
-                texts[row] = _cut_at_stop(text, stop)
+                texts[row] = cut_at_stop(text, stop)
                 if len(texts[row]) < len(text):
                     continue  # a stop string appeared
                 keep.append(b)
@@ -430,15 +431,6 @@ def filled_cache(out: object) -> DynamicCache:
     """The KV cache a forward pass returned, under either name (see :func:`cache_keyword`)."""
     fields = getattr(type(out), "__dataclass_fields__", {})
     return out.cache if "cache" in fields else out.past_key_values  # type: ignore[attr-defined]
-
-
-def _cut_at_stop(text: str, stop: Sequence[str]) -> str:
-    cut = len(text)
-    for s in stop:
-        at = text.find(s)
-        if at != -1:
-            cut = min(cut, at)
-    return text[:cut]
 
 
 def _as_list(value: object) -> list[int]:

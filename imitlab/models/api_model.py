@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 
 from imitlab.errors import ImitlabError, ModelSpecError
 from imitlab.models import api_scoring
-from imitlab.models.base import Capabilities, GenRequest, LLRequest, LLResult, prompt_of
+from imitlab.models.base import Capabilities, GenRequest, LLRequest, LLResult, cut_at_stop, prompt_of
 from imitlab.models.engine import EngineSettings, Message, Request, RequestEngine, RequestFailed, Response
 from imitlab.models.spec import ModelSpec, parse_spec, resolve_gguf
 
@@ -150,7 +150,7 @@ class APIModel:
         for r in flat:
             if isinstance(r, RequestFailed):
                 raise ImitlabError(f"{self.spec}: {r}")
-        texts = [_cut(r.text, stop) for r in flat if isinstance(r, Response)]
+        texts = [cut_at_stop(r.text, stop) for r in flat if isinstance(r, Response)]
         return [texts[i * n : (i + 1) * n] for i in range(len(prompts))]
 
     @staticmethod
@@ -161,15 +161,6 @@ class APIModel:
             raise ImitlabError(f"mode must be 'chat' or 'completions', got {mode!r}")
         messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
         return Request.chat(messages, **params)
-
-
-def _cut(text: str, stop: Sequence[str]) -> str:
-    cut = len(text)
-    for s in stop:
-        at = text.find(s)
-        if at != -1:
-            cut = min(cut, at)
-    return text[:cut]
 
 
 @contextlib.contextmanager
