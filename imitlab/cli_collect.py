@@ -174,6 +174,20 @@ def collect_cmd(
     stream: Annotated[
         bool, typer.Option(help="Server-sent events: for long answers behind proxies that cut idle connections.")
     ] = False,
+    batch: Annotated[
+        bool, typer.Option(help="Through the OpenAI Batch API: half price, up to 24 h, single-turn prompts only. "
+                                "Rerun the same command to resume (OUT/batch.json).")
+    ] = False,
+    batch_file_only: Annotated[
+        bool, typer.Option(help="Write OUT/batch/requests.jsonl (for vLLM's run_batch) and stop.")
+    ] = False,
+    merge_batch_output: Annotated[
+        Path | None, typer.Option(help="Merge a batch result file made elsewhere (vLLM run_batch, a web upload).")
+    ] = None,
+    batch_discount: Annotated[
+        float, typer.Option(help="Fraction of the list price batch answers do not cost (cost in the manifest).")
+    ] = 0.5,
+    batch_poll: Annotated[float, typer.Option(help="Longest wait between batch status polls, seconds.")] = 60.0,
     base_url: BaseUrlOpt = None,
     cache: CacheOpt = None,
 ) -> None:
@@ -186,7 +200,8 @@ def collect_cmd(
         max_retries=max_retries, n_samples=samples, system=system, temperature=temperature, top_p=top_p,
         max_tokens=max_tokens, seed=seed, price_prompt_per_m=price_prompt, price_completion_per_m=price_completion,
         use_cache=use_cache, cache_path=cache_file, cache_root=cache, retry_failed=retry_failed, progress=progress,
-        ctx_per_slot=ctx_per_slot, stream=stream,
+        ctx_per_slot=ctx_per_slot, stream=stream, batch=batch, batch_file_only=batch_file_only,
+        merge_batch_output=merge_batch_output, batch_discount=batch_discount, batch_poll_s=batch_poll,
     )  # fmt: skip
     result = collect(cfg, console=err_console)
     m, run = result.manifest, result.run
@@ -199,6 +214,11 @@ def collect_cmd(
     }
     if m["cost_usd"] is not None:
         rows["cost (fresh requests)"] = f"${m['cost_usd']:.4f}"
+    if b := m.get("batch"):
+        if b["cost_usd_at_live_prices"] is not None:
+            rows["cost at live prices"] = f"${b['cost_usd_at_live_prices']:.4f} (batch discount {b['discount']:g})"
+        if run.anomalies:
+            rows["result lines refused"] = ", ".join(f"{k} ({n})" for k, n in sorted(run.anomalies.items()))
     if len(m.get("served_by", {})) > 1:  # answers that name different models: say so, each record keeps its own
         rows["served by"] = ", ".join(f"{name} ({n})" for name, n in m["served_by"].items())
     for f in m["failures"][:5]:

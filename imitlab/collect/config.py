@@ -37,6 +37,15 @@ class CollectConfig:
     progress: bool = True
     ctx_per_slot: int = 4096  # llama.cpp server context per slot (packaged / gguf teachers)
     stream: bool = False  # server-sent events (long generations behind proxies with idle timeouts)
+    # Batch collection (imitlab.collect.batch): at most one of the three modes.
+    batch: bool = False  # through the OpenAI Batch API (/v1/files, /v1/batches)
+    batch_file_only: bool = False  # write OUT/batch/requests.jsonl (for vLLM's run_batch) and stop
+    merge_batch_output: Path | None = None  # merge a batch result file made elsewhere
+    batch_discount: float = 0.5  # fraction of the list price a batch answer does not cost (OpenAI: half)
+    batch_poll_s: float = 60.0  # longest wait between two status polls
+    batch_max_requests: int = 50_000  # requests per batch (OpenAI's limit); more go as several batches
+    batch_max_bytes: int = 190 * 2**20  # bytes per request file (OpenAI's limit is 200 MB)
+    batch_max_rounds: int = 3  # batch rounds per run: the first, then resubmissions of what is still missing
 
     def __post_init__(self) -> None:
         self.prompts = Path(self.prompts)
@@ -49,6 +58,12 @@ class CollectConfig:
             raise ImitlabError(f"timeout must be positive, not {self.timeout}")
         if self.max_retries < 0:
             raise ImitlabError(f"max_retries must be 0 or more, not {self.max_retries}")
+        if self.merge_batch_output is not None:
+            self.merge_batch_output = Path(self.merge_batch_output)
+        if not 0.0 <= self.batch_discount <= 1.0:
+            raise ImitlabError(f"batch_discount is a fraction of the price, from 0 to 1, not {self.batch_discount}")
+        if self.batch_poll_s <= 0 or self.batch_max_requests < 1 or self.batch_max_rounds < 1:
+            raise ImitlabError("batch_poll_s, batch_max_requests and batch_max_rounds must be positive")
 
     def engine_settings(self) -> EngineSettings:
         """How the request engine talks to the teacher when collection opens it itself."""

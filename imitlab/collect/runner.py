@@ -244,6 +244,14 @@ def _check_settings(out: Path, settings: dict[str, Any]) -> None:
         atomic_write_text(path, json.dumps(settings, indent=2, ensure_ascii=False) + "\n")
 
 
+def _record_cost(record: dict[str, Any], cfg: CollectConfig) -> float:
+    """USD for one fresh record at the configured prices, less the discount a batch answer carries."""
+    usage = record["usage"]
+    full = (usage["prompt_tokens"] * (cfg.price_prompt_per_m or 0)
+            + usage["completion_tokens"] * (cfg.price_completion_per_m or 0)) / 1e6  # fmt: skip
+    return full * (1.0 - float((record.get("batch") or {}).get("discount", 0.0)))
+
+
 def build_manifest(out: Path, cfg: CollectConfig, prompts: list[PromptRecord], stats: RunStats) -> dict[str, Any]:
     """Totals over the whole output file (all runs), plus what this run did."""
     import platform
@@ -263,11 +271,7 @@ def build_manifest(out: Path, cfg: CollectConfig, prompts: list[PromptRecord], s
     }
     cost = None
     if cfg.price_prompt_per_m is not None or cfg.price_completion_per_m is not None:
-        cost = round(
-            tok["fresh_prompt_tokens"] * (cfg.price_prompt_per_m or 0) / 1e6
-            + tok["fresh_completion_tokens"] * (cfg.price_completion_per_m or 0) / 1e6,
-            6,
-        )
+        cost = round(sum(_record_cost(r, cfg) for r in fresh), 6)
     conv = out / CONVERSATIONS
     return {
         "schema": "imitlab.dataset/1",
@@ -326,6 +330,12 @@ def collect(
     without one the ``cfg.teacher`` spec is opened for the run. ``client`` points the spec at an already
     running endpoint (tests, benchmarks). The teacher's identity, never its port, is what a resume must match.
     """
+    if cfg.batch or cfg.batch_file_only or cfg.merge_batch_output is not None:
+        if model is not None or client is not None:
+            raise ImitlabError("batch collection opens its own Batch API client; pass no model or client")
+        from imitlab.collect.batch import collect_batch  # here: batch imports this module
+
+        return collect_batch(cfg, console=console)
     prompts = read_prompt_set(cfg.prompts)
     teacher_id = model.identity if model is not None else teacher_identity(
         cfg.teacher, client.base_url if client is not None else cfg.base_url)  # fmt: skip
