@@ -243,7 +243,7 @@ class RequestEngine:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pools: dict[bool, _Pool] = {}  # by one_shot: the keep-alive pool and the one-request-per-connection one
         self._retired: list[_Pool] = []  # given up after an anomaly; each is closed once its last request is done
-        self._ids_proven = False  # a response carried an id: keep-alive connections may be used (see _attribute)
+        self._ids_proven = False  # a response carried an id: keep-alive connections may be used (see _send)
         self._gate: asyncio.Semaphore | None = None
         self._pause_until = 0.0  # monotonic time before which no request is sent (a shared Retry-After)
         self._seen_ids: set[str] = set()
