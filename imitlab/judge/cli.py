@@ -1,4 +1,8 @@
-"""``imitlab judge`` and ``imitlab style``: thin typer commands over run_judge and run_style."""
+"""``imitlab judge`` (+ ``calibrate``, ``probe``) and ``imitlab style``: thin typer commands over the judge modules.
+
+``imitlab judge --a ... --b ...`` compares two models; ``imitlab judge calibrate`` and ``imitlab judge probe`` are
+sub-commands of the same group, so the comparison's options are checked only when no sub-command is named.
+"""
 
 from __future__ import annotations
 
@@ -34,14 +38,30 @@ def _num(est: dict) -> str:
     return f"{est['value']:.2f} [{est['low']:.2f}, {est['high']:.2f}]"
 
 
+judge_app = typer.Typer(help="Pairwise LLM-as-judge; `calibrate` and `probe` measure the judge itself.")
+
+
+@judge_app.callback(invoke_without_command=True)
 def judge_cmd(
-    a: Annotated[str, typer.Option("--a", help="Model spec or answers file (usually the imitation model).")],
-    b: Annotated[str, typer.Option("--b", help="Model spec or answers file (usually the teacher).")],
-    prompts: PromptsOpt,
-    judge: Annotated[str, typer.Option("--judge", help="Judge model spec (packaged name, gguf:PATH, openai:M).")],
-    out: Annotated[Path, typer.Option("--out", help="Output directory (a rerun resumes).")],
-    template: Annotated[str, typer.Option(help="default | mt-bench | alpaca-eval | vicuna | PATH.json")] = "default",
+    ctx: typer.Context,
+    a: Annotated[
+        str | None, typer.Option("--a", help="Model spec or answers file (usually the imitation model).")
+    ] = None,
+    b: Annotated[str | None, typer.Option("--b", help="Model spec or answers file (usually the teacher).")] = None,
+    prompts: Annotated[
+        str | None, typer.Option("--prompts", help="koala | vicuna80 | mt-bench | alpaca-eval | a JSON/JSONL file.")
+    ] = None,
+    judge: Annotated[
+        str | None, typer.Option("--judge", help="Judge model spec (packaged name, gguf:PATH, openai:M).")
+    ] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Output directory (a rerun resumes).")] = None,
+    template: Annotated[
+        str, typer.Option(help="default | label | mt-bench | alpaca-eval | vicuna | PATH.json")
+    ] = "default",
     flip: Annotated[str, typer.Option(help="Order-flipped verdicts: tie | exclude | first.")] = "tie",
+    verdict: Annotated[
+        str, typer.Option(help="text: the parsed reply | logprob: P(label), both orders averaged (needs logprobs).")
+    ] = "text",
     reference: Annotated[bool, typer.Option(help="Reference-guided judging where a reference exists.")] = True,
     limit: Annotated[int | None, typer.Option(help="Only the first N prompts.")] = None,
     judge_max_tokens: Annotated[int, typer.Option(help="Judge reply token cap.")] = 512,
@@ -55,8 +75,17 @@ def judge_cmd(
     from imitlab.judge.pairwise import JudgeConfig, run_judge
     from imitlab.judge.sources import GenerationParams
 
+    if ctx.invoked_subcommand is not None:
+        return
+    missing = [name for name, value in (("--a", a), ("--b", b), ("--prompts", prompts), ("--judge", judge),
+                                        ("--out", out)) if value is None]  # fmt: skip
+    if missing:
+        raise typer.BadParameter(f"missing option(s) {', '.join(missing)} (or name a sub-command: calibrate, probe)")
+    assert a and b and prompts and judge and out
+
     config = JudgeConfig(
         a=a, b=b, prompts=prompts, judge=judge, out=out, template=template, flip=flip,  # type: ignore[arg-type]
+        verdict=verdict,  # type: ignore[arg-type]
         reference="auto" if reference else "off", limit=limit, judge_max_tokens=judge_max_tokens,
         generation=GenerationParams(max_tokens=max_tokens, parallel=parallel), parallel=parallel,
         data=data_dir, cache=cache, base_url=base_url,
@@ -73,8 +102,55 @@ def judge_cmd(
     table.add_row("excluded (missing answer)", str(len(summary["excluded"])))
     bias = summary["position_bias"]
     table.add_row("judge picked position A", f"{100 * bias['A']:.0f}% of {bias['n']} parsed" if bias["n"] else "-")
+    if summary.get("verdict") == "logprob":
+        table.add_row("P(A better), both orders averaged", _pct(summary["p_a_better"]))
+        lean = summary.get("mean_p_first")
+        table.add_row("mean P(slot A) before averaging", f"{100 * lean:.1f}%" if lean is not None else "-")
     console.print(table)
     console.print(f"written to {out}/summary.json")
+
+
+@judge_app.command("calibrate")
+def calibrate_cmd(
+    judge: Annotated[str, typer.Option("--judge", help="Judge model spec (packaged name, gguf:PATH, openai:M).")],
+    out: Annotated[Path | None, typer.Option("--out", help="Output directory (default runs/calibrate/JUDGE).")] = None,
+    n: Annotated[int, typer.Option("--n", help="Recorded pairs to judge (each in both orders).")] = 40,
+    max_words: Annotated[int, typer.Option(help="Longest question or answer in a sampled pair, in words.")] = 80,
+    logprobs: Annotated[
+        bool, typer.Option("--logprobs", help="Also score the probability verdict (needs an endpoint's logprobs).")
+    ] = False,
+    template: Annotated[str, typer.Option(help="Judge template (default: label, verdict first).")] = "label",
+    judge_max_tokens: Annotated[int, typer.Option(help="Judge reply token cap.")] = 8,
+    seed: Annotated[int, typer.Option(help="Sample seed.")] = 0,
+    parallel: Annotated[int, typer.Option(help="Concurrent requests (llama.cpp slots).")] = 1,
+    base_url: Annotated[str | None, typer.Option(help="Base URL for openai: specs.")] = None,
+    data_dir: DataOpt = None,
+    cache: CacheOpt = None,
+) -> None:
+    """Score a judge against GPT-4's recorded verdicts: agreement, order consistency, position and length bias."""
+    from imitlab.judge.calibrate import CalibrateConfig, run_calibration
+
+    out = out or Path("runs") / "calibrate" / judge.replace("/", "_").replace(":", "_")
+    config = CalibrateConfig(judge=judge, out=out, n=n, max_words=max_words, logprobs=logprobs, template=template,
+                             judge_max_tokens=judge_max_tokens, seed=seed, parallel=parallel, base_url=base_url,
+                             data=data_dir, cache=cache)  # fmt: skip
+    result = run_calibration(config)
+    table = Table(title=f"judge {judge} vs GPT-4 on {result['sample']['n']} recorded pairs (95% CI)")
+    table.add_column("")
+    kinds = [k for k in ("text", "logprob") if k in result]
+    for kind in kinds:
+        table.add_column("probability verdict" if kind == "logprob" else "text verdict")
+    rows = [("agreement with GPT-4", "agreement", _pct), ("  when the judge decided", "agreement_when_decided", _pct),
+            ("decided (not tie/unparsed)", "decided", _pct), ("Cohen's kappa", "kappa", _num),
+            ("same answer in both orders", "order_agreement", _pct), ("picked the first slot", "position_a", _pct),
+            ("longer answer won", "longer_wins", _pct), ("  GPT-4 on the same pairs", "gpt4_longer_wins", _pct),
+            ("P(GPT-4's choice)", "soft_agreement", _pct)]  # fmt: skip
+    for label, key, fmt in rows:
+        table.add_row(label, *(fmt(result[k][key]) if key in result[k] else "-" for k in kinds))
+    console.print(table)
+    run = result["run"]
+    load = f"load average {run['loadavg_before'][0]:.1f} -> {run['loadavg_after'][0]:.1f} on {run['cpu_count']} CPUs"
+    console.print(f"{run['seconds']:.0f} s, {run['calls']} calls, {load}; written to {out}/calibration.json")
 
 
 def style_cmd(

@@ -4,6 +4,10 @@ Each prompt is judged twice, with a's answer in position A and then in position 
 with the order is a tie (``flip="tie"``, the MT-Bench convention), excluded (``"exclude"``) or read from
 the first order only (``"first"``). Unparseable replies are recorded and counted on their own.
 
+With ``verdict="logprob"`` each judgment also records ``p_first``, the probability the judge gives the answer in
+slot A at its verdict token (:mod:`imitlab.judge.logprob`), and an item's outcome comes from the two orders'
+probabilities averaged, so a judge's constant preference for a slot cancels out instead of turning into ties.
+
 Output directory::
 
     answers_a.jsonl / answers_b.jsonl   answers generated from model specs (absent for answers files)
@@ -39,6 +43,7 @@ from imitlab.judge.sources import (
     resolve_answers,
 )
 from imitlab.judge.templates import JudgeTemplate, load_template
+from imitlab.stats import bootstrap_ci
 
 if TYPE_CHECKING:
     from imitlab.models.api_model import APIModel
@@ -48,6 +53,8 @@ log = logging.getLogger(__name__)
 
 JudgeFn = Callable[[list[dict[str, str]]], Awaitable[str]]
 ORDERS = ("ab", "ba")
+VerdictMode = Literal["text", "logprob"]
+VERDICT_MODES = ("text", "logprob")
 
 
 @dataclass
@@ -60,6 +67,7 @@ class JudgeConfig:
     template: str = "default"  # default | mt-bench | alpaca-eval | vicuna | path to a JSON template
     reference: Literal["auto", "off"] = "auto"  # auto: reference-guided when the item has a reference
     flip: FlipPolicy = "tie"
+    verdict: VerdictMode = "text"  # logprob: P(label) at the verdict token, both orders averaged (needs logprobs)
     limit: int | None = None
     judge_max_tokens: int = 512
     judge_temperature: float = 0.0
@@ -119,12 +127,16 @@ def judge_pairs(
     judge_name: str = "",
     max_tokens: int = 512,
     temperature: float = 0.0,
+    verdict: VerdictMode = "text",
 ) -> list[dict[str, Any]]:
     """Judge every pair in both orders (resuming from ``judgments_path``); returns one record per (id, order).
 
     The calls go through ``judge.engine``: its concurrency, retries, response cache and progress bar. A call
     that fails for good is recorded with its ``error`` (never a verdict) and asked again on the next run.
+    ``verdict="logprob"`` asks for the top log-probabilities of each token and records ``p_first``; a judge whose
+    endpoint returns none stops the run with :class:`~imitlab.judge.logprob.NoLogprobs`.
     """
+    from imitlab.judge.logprob import TOP_LOGPROBS, NoLogprobs, p_first
     from imitlab.models.engine import Request, RequestFailed
 
     done = _load_done(judgments_path)
@@ -135,8 +147,9 @@ def judge_pairs(
         for order in ORDERS:
             prev = done.get((pair.id, order))
             # reuse only a verdict on exactly these answers, by the same judge with the same template
-            key = (pair.digest, template.name, judge_name)
-            if prev and (prev.get("pair_digest"), prev.get("template"), prev.get("judge")) == key:
+            key = (pair.digest, template.name, judge_name, verdict)
+            if prev and (prev.get("pair_digest"), prev.get("template"), prev.get("judge"),
+                         prev.get("verdict", "text")) == key:  # fmt: skip
                 records[(pair.id, order)] = prev
             else:
                 todo.append((pair, order))
@@ -148,7 +161,9 @@ def judge_pairs(
         pair, order = job
         first, second = (pair.a, pair.b) if order == "ab" else (pair.b, pair.a)
         messages = template.messages(question=pair.prompt, answer_a=first, answer_b=second, reference=reference(pair))
-        request = Request.chat(messages, tag=f"judge {pair.id} {order}", max_tokens=max_tokens, temperature=temperature)
+        logprobs = {"logprobs": True, "top_logprobs": TOP_LOGPROBS} if verdict == "logprob" else {}
+        request = Request.chat(messages, tag=f"judge {pair.id} {order}", max_tokens=max_tokens, temperature=temperature,
+                               **logprobs)  # fmt: skip
         return judge.engine.submit(request)
 
     def record(job: tuple[Pair, str], result: Response | RequestFailed) -> None:
@@ -160,14 +175,23 @@ def judge_pairs(
             "judge": judge_name,
             "reference_used": reference(pair) is not None,
             "pair_digest": pair.digest,
+            "verdict": verdict,
         }
         if isinstance(result, RequestFailed):  # recorded (and asked again on resume), never a verdict
             log.warning("judge call failed for %s (%s): %s", pair.id, order, result)
             row.update(raw=None, position=None, winner=None, scores=None, error=str(result))
         else:
-            verdict = parse_verdict(template.parser, result.text)
-            row.update(raw=result.text, position=verdict.position, winner=side_of(verdict.position, order))
-            row["scores"] = list(verdict.scores) if verdict.scores else None
+            parsed = parse_verdict(template.parser, result.text)
+            row.update(raw=result.text, position=parsed.position, winner=side_of(parsed.position, order))
+            row["scores"] = list(parsed.scores) if parsed.scores else None
+            if verdict == "logprob":
+                try:
+                    row["p_first"] = p_first(result.top_logprobs)
+                except NoLogprobs:
+                    raise NoLogprobs(
+                        f"judge {judge_name or judge.spec} returned no token log-probabilities; --verdict logprob needs"
+                        " an endpoint that gives them (llama.cpp, vLLM, OpenAI): use --verdict text"
+                    ) from None
         records[(pair.id, order)] = row
         with judgments_path.open("a", encoding="utf-8") as f:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
@@ -178,15 +202,27 @@ def judge_pairs(
 
 
 def summarize(
-    pairs: list[Pair], records: list[dict[str, Any]], flip: FlipPolicy, *, n_resamples: int = 2000, seed: int = 0
-) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Per-item outcomes and the summary numbers."""
+    pairs: list[Pair], records: list[dict[str, Any]], flip: FlipPolicy, *, n_resamples: int = 2000, seed: int = 0,
+    verdict: VerdictMode = "text",
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:  # fmt: skip
+    """Per-item outcomes and the summary numbers.
+
+    With ``verdict="logprob"`` an item's outcome is decided by ``p_a``, a's probability of being better averaged
+    over both orders (the flip policy does not apply: nothing flips), and the summary adds ``p_a_better``, the mean
+    of ``p_a`` over items with a 95% CI (a win rate weighted by the judge's confidence).
+    """
+    from imitlab.judge.logprob import outcome_of, p_a_better
+
     by_key = {(r["id"], r["order"]): r for r in records}
     items = []
     for pair in pairs:
         ab, ba = by_key[(pair.id, "ab")], by_key[(pair.id, "ba")]
-        outcome = combine(ab["winner"], ba["winner"], flip)
-        items.append({"id": pair.id, "outcome": outcome, "ab": ab["winner"], "ba": ba["winner"]})
+        item = {"id": pair.id, "outcome": combine(ab["winner"], ba["winner"], flip), "ab": ab["winner"],
+                "ba": ba["winner"]}  # fmt: skip
+        if verdict == "logprob":
+            item["p_a"] = p_a_better(ab.get("p_first"), ba.get("p_first"))
+            item["outcome"] = outcome_of(item["p_a"])
+        items.append(item)
     both = [i for i in items if i["ab"] is not None and i["ba"] is not None]
     summary = {
         "n_pairs": len(pairs),
@@ -195,7 +231,14 @@ def summarize(
         "order_consistency": (sum(i["ab"] == i["ba"] for i in both) / len(both)) if both else None,
         "n_call_errors": sum(1 for r in records if r.get("error")),
         "position_bias": position_bias([r["position"] for r in records if not r.get("error")]),
+        "verdict": verdict,
     }
+    if verdict == "logprob":
+        firsts = [r["p_first"] for r in records if r.get("p_first") is not None]
+        scored = [i["p_a"] for i in items if i.get("p_a") is not None]
+        summary["p_a_better"] = bootstrap_ci(scored, n_resamples=n_resamples, seed=seed).as_dict()
+        # the judge's lean towards slot A, whatever the answers (0.5: none); averaging the orders removes it
+        summary["mean_p_first"] = sum(firsts) / len(firsts) if firsts else None
     return items, summary
 
 
@@ -254,6 +297,8 @@ def run_judge(
     out.mkdir(parents=True, exist_ok=True)
     if config.flip not in ("tie", "exclude", "first"):
         raise ImitlabError(f"flip policy must be tie, exclude or first, not {config.flip!r}")
+    if config.verdict not in VERDICT_MODES:
+        raise ImitlabError(f"verdict must be text or logprob, not {config.verdict!r}")
     template = load_template(config.template, data=config.data)
     prompts = load_prompts(config.prompts, data=config.data, limit=config.limit)
     if not prompts:
@@ -278,9 +323,10 @@ def run_judge(
     with open_judge(config, judge) as model:
         records = judge_pairs(pairs, template, model, out / "judgments.jsonl", use_reference=config.reference == "auto",
                               judge_name=config.judge or model.spec, max_tokens=config.judge_max_tokens,
-                              temperature=config.judge_temperature)  # fmt: skip
-    items, numbers = summarize(pairs, records, config.flip, n_resamples=config.n_resamples, seed=config.seed)
-    atomic_write_text(out / "items.jsonl", "".join(json.dumps(i) + "\n" for i in items))
+                              temperature=config.judge_temperature, verdict=config.verdict)  # fmt: skip
+    items, numbers = summarize(pairs, records, config.flip, n_resamples=config.n_resamples, seed=config.seed,
+                               verdict=config.verdict)  # fmt: skip
+    atomic_write_text(out / "items.jsonl", "".join(json.dumps(json_ready(i)) + "\n" for i in items))
     summary = {
         "a": _source_info(config.a, answers["a"], out / "answers_a.jsonl"),
         "b": _source_info(config.b, answers["b"], out / "answers_b.jsonl"),

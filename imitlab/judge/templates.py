@@ -23,7 +23,8 @@ ParserName = Literal["tag", "rank", "scores", "yesno"]
 PARSERS = ("tag", "rank", "scores", "yesno")
 DEFAULT_TEMPLATE = "imitlab-pair-v1"
 TONE_TEMPLATE = "imitlab-tone-v1"
-BUILTIN = ("default", "mt-bench", "alpaca-eval", "vicuna")
+LABEL_TEMPLATE = "imitlab-pair-label-v1"  # verdict first, no reasons: for --verdict logprob and small judges
+BUILTIN = ("default", "label", "mt-bench", "alpaca-eval", "vicuna")
 _FIELDS = ("question", "answer_a", "answer_b", "answer", "reference")
 _PLACEHOLDER = re.compile(r"\{(" + "|".join(_FIELDS) + r")\}")
 
@@ -70,9 +71,10 @@ def render(template: str, values: dict[str, str]) -> str:
 
 
 def load_template(name: str, *, data: str | Path | None = None) -> JudgeTemplate:
-    """A template by name (``default``, ``mt-bench``, ``alpaca-eval``, ``vicuna``, a packaged name) or JSON path."""
-    if name in ("default", DEFAULT_TEMPLATE, TONE_TEMPLATE):
-        return _packaged(DEFAULT_TEMPLATE if name == "default" else name)
+    """A template by name (``default``, ``label``, ``mt-bench``, ``alpaca-eval``, ``vicuna``, a packaged name) or a
+    JSON path."""
+    if name in ("default", "label", DEFAULT_TEMPLATE, TONE_TEMPLATE, LABEL_TEMPLATE):
+        return _packaged({"default": DEFAULT_TEMPLATE, "label": LABEL_TEMPLATE}.get(name, name))
     if name == "mt-bench":
         return _mt_bench(data_dir(data) / "mt_bench" / "judge_prompts.jsonl")
     if name == "alpaca-eval":
