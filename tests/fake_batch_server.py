@@ -283,10 +283,10 @@ class FakeBatchAPI:
                     status, payload, ctype = api.dispatch(method, parts, url.query, body, self.headers)
                 self._send(status, payload, ctype)
 
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 self._route("GET")
 
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 self._route("POST")
 
         return Handler
@@ -324,8 +324,9 @@ class FakeBatchAPI:
                 for bid in page:
                     self._advance(self.batches[bid])
                 data = [self._public(self.batches[b]) for b in page]
-                return 200, {"object": "list", "data": data, "first_id": page[0] if page else None,
-                             "last_id": page[-1] if page else None, "has_more": len(newest) > limit}, json_type  # fmt: skip
+                listing = {"object": "list", "data": data, "first_id": page[0] if page else None,
+                           "last_id": page[-1] if page else None, "has_more": len(newest) > limit}  # fmt: skip
+                return 200, listing, json_type
             batch = self.batches.get(parts[2])
             if batch is None:
                 return not_found
