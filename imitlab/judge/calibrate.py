@@ -255,13 +255,16 @@ class CalibrateConfig:
     judge: str  # model spec of the judge
     out: Path
     n: int = 40  # pairs (each judged twice)
-    max_words: int | None = 80  # the longest question or answer in a sampled pair, in words: what fits a CPU
+    max_words: int | None = 50  # the longest question or answer in a sampled pair, in words: what fits a CPU
     sources: tuple[str, ...] = SOURCES
     template: str = LABEL_TEMPLATE
     logprobs: bool = False  # also ask for token log-probabilities and score the probability verdict
     judge_max_tokens: int = 8  # the label template's verdict comes first
     judge_temperature: float = 0.0
     parallel: int = 1  # one slot: a CPU gains nothing from two, and each call then runs at full speed
+    # Stop starting new pairs after this many seconds of judging and score the pairs done (a prefix of the
+    # sample, so a later run with more time extends it). None: judge all n.
+    max_seconds: float | None = None
     n_resamples: int = 2000
     seed: int = 0
     data: Path | None = None
@@ -282,27 +285,35 @@ def run_calibration(config: CalibrateConfig, judge: APIModel | JudgeFn | None = 
     pairs = [Pair(p.id, p.question, p.answer_1, p.answer_2) for p in sample]
     atomic_write_text(out / "pairs.jsonl", "".join(json.dumps(asdict(p), ensure_ascii=False) + "\n" for p in sample))
     load_before, start = os.getloadavg(), time.perf_counter()
+    records: list[dict[str, Any]] = []
     with open_judge(config, judge) as model:  # type: ignore[arg-type]
-        records = judge_pairs(pairs, template, model, out / "judgments.jsonl", use_reference=False,
-                              judge_name=config.judge or model.spec, max_tokens=config.judge_max_tokens,
-                              temperature=config.judge_temperature,
-                              verdict="logprob" if config.logprobs else "text")  # fmt: skip
+        chunk = 2 * config.parallel if config.max_seconds is not None else len(pairs)
+        for at in range(0, len(pairs), chunk):
+            if at and config.max_seconds is not None and time.perf_counter() - start > config.max_seconds:
+                break
+            records += judge_pairs(pairs[at : at + chunk], template, model, out / "judgments.jsonl",
+                                   use_reference=False, judge_name=config.judge or model.spec,
+                                   max_tokens=config.judge_max_tokens, temperature=config.judge_temperature,
+                                   verdict="logprob" if config.logprobs else "text")  # fmt: skip
         usage = model.usage
     seconds = time.perf_counter() - start
     by_key = {(r["id"], r["order"]): r for r in records}
-    items = [item_verdicts(p, by_key[(p.id, "ab")], by_key[(p.id, "ba")]) for p in sample]
+    judged = [p for p in sample if (p.id, "ab") in by_key]
+    items = [item_verdicts(p, by_key[(p.id, "ab")], by_key[(p.id, "ba")]) for p in judged]
     atomic_write_text(out / "items.jsonl", "".join(json.dumps(json_ready(i)) + "\n" for i in items))
     eligible = [p for p in pool if p.gpt4 in ("1", "2") and p.longer is not None]
     result = {
         "judge": config.judge,
         "template": {"name": template.name, "source": template.source},
         "sample": {
-            "n": len(sample),
+            "n": len(judged),
+            "n_sampled": len(sample),
+            "stopped_by_time": len(judged) < len(sample),
             "pool": len(pool),
             "max_words": config.max_words,
             "seed": config.seed,
-            "sources": {s: sum(p.source == s for p in sample) for s in sorted({p.source for p in sample})},
-            "gpt4_prefers_answer_1": sum(p.gpt4 == "1" for p in sample),
+            "sources": {s: sum(p.source == s for p in judged) for s in sorted({p.source for p in judged})},
+            "gpt4_prefers_answer_1": sum(p.gpt4 == "1" for p in judged),
         },
         "text": verdict_metrics([i["text"] for i in items], n_resamples=config.n_resamples, seed=config.seed),
         "gpt4_longer_wins_pool": _rate([p.gpt4 == p.longer for p in eligible], config.n_resamples, config.seed),

@@ -115,7 +115,10 @@ def calibrate_cmd(
     judge: Annotated[str, typer.Option("--judge", help="Judge model spec (packaged name, gguf:PATH, openai:M).")],
     out: Annotated[Path | None, typer.Option("--out", help="Output directory (default runs/calibrate/JUDGE).")] = None,
     n: Annotated[int, typer.Option("--n", help="Recorded pairs to judge (each in both orders).")] = 40,
-    max_words: Annotated[int, typer.Option(help="Longest question or answer in a sampled pair, in words.")] = 80,
+    max_words: Annotated[int, typer.Option(help="Longest question or answer in a sampled pair, in words.")] = 50,
+    max_seconds: Annotated[
+        float | None, typer.Option(help="Stop starting new pairs after this long; score the pairs done.")
+    ] = None,
     logprobs: Annotated[
         bool, typer.Option("--logprobs", help="Also score the probability verdict (needs an endpoint's logprobs).")
     ] = False,
@@ -133,9 +136,12 @@ def calibrate_cmd(
     out = out or Path("runs") / "calibrate" / judge.replace("/", "_").replace(":", "_")
     config = CalibrateConfig(judge=judge, out=out, n=n, max_words=max_words, logprobs=logprobs, template=template,
                              judge_max_tokens=judge_max_tokens, seed=seed, parallel=parallel, base_url=base_url,
-                             data=data_dir, cache=cache)  # fmt: skip
+                             data=data_dir, cache=cache, max_seconds=max_seconds)  # fmt: skip
     result = run_calibration(config)
-    table = Table(title=f"judge {judge} vs GPT-4 on {result['sample']['n']} recorded pairs (95% CI)")
+    sample = result["sample"]
+    if sample["stopped_by_time"]:
+        console.print(f"time budget reached: {sample['n']} of {sample['n_sampled']} sampled pairs judged")
+    table = Table(title=f"judge {judge} vs GPT-4 on {sample['n']} recorded pairs (95% CI)")
     table.add_column("")
     kinds = [k for k in ("text", "logprob") if k in result]
     for kind in kinds:
