@@ -28,6 +28,7 @@ import platform
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -46,7 +47,7 @@ SUBJECTS = [
 ]  # fmt: skip
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="smollm2-135m-instruct")
     parser.add_argument("--subjects", type=int, default=2)
@@ -57,8 +58,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch threads for both sides (default: torch's)")
     parser.add_argument("--rounds", type=int, default=2, help="alternating runs of each side; the fastest counts")
     parser.add_argument("--json", type=Path, default=None)
-    args = parser.parse_args()
+    return parser
 
+
+def compare(args: argparse.Namespace) -> dict[str, Any]:
+    """Score the items with both sides over ``args.rounds`` alternating rounds; the comparison's figures."""
     if args.threads:
         torch.set_num_threads(args.threads)  # both sides run in this process, so both get the same
     model_dir = resolve_hf(parse_spec(args.model))
@@ -124,6 +128,12 @@ def main() -> None:
         "identical_predictions": same / n,
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, load avg {os.getloadavg()[0]:.1f} at the end",
     }  # fmt: skip
+    return result
+
+
+def main() -> None:
+    args = parser().parse_args()
+    result = compare(args)
     for key, value in result.items():
         print(f"{key:>22}: {value}")
     if args.json:

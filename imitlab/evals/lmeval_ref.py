@@ -57,6 +57,31 @@ metric_list:
     higher_is_better: true
 """
 
+# Greedy completions only (speed and agreement checks): the "bypass" metric scores nothing.
+_GENERATE_YAML = """task: {task}
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {test}
+test_split: test
+num_fewshot: 0
+output_type: generate_until
+doc_to_text: "{{{{prompt}}}}"
+doc_to_target: "{{{{id}}}}"
+generation_kwargs:
+  until: {until}
+  max_gen_toks: {max_gen_toks}
+  do_sample: false
+metric_list:
+  - metric: bypass
+"""
+
+
+@dataclass
+class GenerationResult:
+    outputs: dict[str, str]  # prompt id -> greedy completion, cut at the first stop string
+    elapsed_s: float
+
 
 @dataclass
 class ReferenceResult:
@@ -160,3 +185,43 @@ def _write_tasks(root: Path, bench: str, items: list[Item], shots: dict[str, lis
     else:
         raise ValueError(f"no lm-eval reference task for {bench!r}")
     return names
+
+
+def run_lm_eval_generate(
+    prompts: dict[str, str],
+    model_dir: str,
+    *,
+    until: list[str],
+    max_gen_toks: int,
+    batch_size: int = 16,
+    device: str = "auto",
+    dtype: str = "auto",
+) -> GenerationResult:
+    """lm-eval's HF backend completing ``prompts`` (id -> raw prompt) greedily, as a code benchmark would."""
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+
+    from imitlab.devices import resolve
+
+    where, precision = resolve(device, dtype)
+    with tempfile.TemporaryDirectory(prefix="imitlab-lmeval-") as tmp:
+        root = Path(tmp)
+        test = root / "generate_test.jsonl"
+        test.write_text("".join(json.dumps({"id": i, "prompt": p}) + "\n" for i, p in prompts.items()))
+        yaml = _GENERATE_YAML.format(
+            task="imitlab_generate", test=test, until=json.dumps(until), max_gen_toks=max_gen_toks
+        )
+        (root / "imitlab_generate.yaml").write_text(yaml)
+        start = time.perf_counter()
+        results = lm_eval.simple_evaluate(
+            model="hf",
+            model_args={"pretrained": model_dir, "dtype": str(precision).removeprefix("torch.")},
+            tasks=["imitlab_generate"],
+            task_manager=TaskManager(include_path=str(root), include_defaults=False),
+            batch_size=batch_size,
+            log_samples=True,
+            device=str(where),
+        )
+        elapsed = time.perf_counter() - start
+    outputs = {s["doc"]["id"]: s["filtered_resps"][0] for s in results["samples"]["imitlab_generate"]}
+    return GenerationResult(outputs, elapsed)
