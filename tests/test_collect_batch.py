@@ -353,6 +353,17 @@ def test_multi_turn_prompts_and_local_teachers_are_refused_clearly(tmp_path: Pat
         _cfg(tmp_path, None, tmp_path / "p.jsonl", batch_discount=1.5)
 
 
+def test_one_batch_process_per_output_directory(tmp_path: Path) -> None:
+    import fcntl
+
+    cfg = _cfg(tmp_path, None, _prompts(tmp_path / "p.jsonl", 2), base_url="http://127.0.0.1:9/v1")
+    (cfg.out / "batch").mkdir(parents=True)
+    with open(cfg.out / "batch" / ".lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        with pytest.raises(ImitlabError, match="another `imitlab collect --batch` is working"):
+            collect(cfg)
+
+
 def test_the_fake_answers_like_the_real_api_shapes() -> None:
     """The fake's completion parses as the openai SDK's own ChatCompletion type (so the tests test real shapes)."""
     from openai.types.chat import ChatCompletion

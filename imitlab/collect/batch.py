@@ -142,7 +142,8 @@ class BatchState:
 @contextlib.contextmanager
 def _exclusive(out: Path) -> Iterator[None]:
     """One batch process per output directory: two pollers could both submit the same missing requests."""
-    fd = os.open(out / "batch.lock", os.O_WRONLY | os.O_CREAT, 0o644)
+    (out / BATCH_DIR).mkdir(parents=True, exist_ok=True)
+    fd = os.open(out / BATCH_DIR / ".lock", os.O_WRONLY | os.O_CREAT, 0o644)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -571,8 +572,8 @@ def collect_batch(cfg: CollectConfig, *, console: Console | None = None) -> Coll
     start = time.perf_counter()
     extra: dict[str, Any] = {}
     with _exclusive(cfg.out):
-        store = _Store(cfg, identity, jobs, stats)
         state = BatchState.load(cfg.out, identity)
+        store = _Store(cfg, identity, jobs, stats)
         try:
             if mode == "file-only":
                 extra = _write_offline_file(cfg, store, console)

@@ -190,7 +190,8 @@ def check_results(files: Iterable[Path], expected: dict[str, BatchJob], all_jobs
     """
     prefixes = {record_prefix(job.record_id): job for job in all_jobs.values()}
     check = ResultCheck()
-    by_id: dict[str, list[tuple[str, dict[str, Any]]]] = defaultdict(list)
+    # Per custom id, every line's place, digest and verdict: lines are not kept (a batch's file can be 200 MB).
+    by_id: dict[str, list[tuple[str, str, Answer | Failure | Refusal]]] = defaultdict(list)
     for path in files:
         for lineno, data in _lines(path):
             where = f"{path}:{lineno}"
@@ -209,18 +210,16 @@ def check_results(files: Iterable[Path], expected: dict[str, BatchJob], all_jobs
             if cid not in expected:
                 check.refused.append(Refusal(where, cid, *_why_unexpected(cid, all_jobs, prefixes)))
                 continue
-            by_id[cid].append((where, line))
+            by_id[cid].append((where, _digest(line), _verdict(line)))
 
     answer_ids: dict[str, list[str]] = defaultdict(list)  # response id -> custom ids it answers
     for cid, copies in by_id.items():
-        first_where, first = copies[0]
-        conflicting = [w for w, line in copies[1:] if line != first]
-        if conflicting:
+        first_where, first_digest, verdict = copies[0]
+        if any(digest != first_digest for _, digest, _ in copies[1:]):
             check.refused.extend(Refusal(w, cid, "conflicting lines", "several different results for one request")
-                                 for w, _ in copies)  # fmt: skip
+                                 for w, _, _ in copies)  # fmt: skip
             continue
-        check.refused.extend(Refusal(w, cid, "duplicate line", f"repeats {first_where}") for w, _ in copies[1:])
-        verdict = _verdict(first)
+        check.refused.extend(Refusal(w, cid, "duplicate line", f"repeats {first_where}") for w, _, _ in copies[1:])
         if isinstance(verdict, Refusal):
             check.refused.append(Refusal(first_where, cid, verdict.kind, verdict.detail))
         elif isinstance(verdict, Failure):
