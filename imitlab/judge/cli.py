@@ -159,6 +159,54 @@ def calibrate_cmd(
     console.print(f"{run['seconds']:.0f} s, {run['calls']} calls, {load}; written to {out}/calibration.json")
 
 
+@judge_app.command("probe")
+def probe_cmd(
+    judge: Annotated[str, typer.Option("--judge", help="Judge model spec (packaged name, gguf:PATH, openai:M).")],
+    out: Annotated[Path | None, typer.Option("--out", help="Output directory (default runs/probe/JUDGE).")] = None,
+    n: Annotated[int, typer.Option("--n", help="Pairs per kind (each judged in both orders).")] = 20,
+    kinds: Annotated[
+        str, typer.Option(help="Comma-separated: style, substance, crossed, teacher_style.")
+    ] = "style,substance,crossed",
+    max_words: Annotated[int, typer.Option(help="Longest question + answer, in words.")] = 90,
+    max_seconds: Annotated[
+        float | None, typer.Option(help="Stop starting new pairs after this long; score the pairs done.")
+    ] = None,
+    logprobs: Annotated[
+        bool, typer.Option("--logprobs", help="Also score the probability verdict (needs an endpoint's logprobs).")
+    ] = False,
+    template: Annotated[str, typer.Option(help="Judge template (default: label, verdict first).")] = "label",
+    judge_max_tokens: Annotated[int, typer.Option(help="Judge reply token cap.")] = 8,
+    seed: Annotated[int, typer.Option(help="Sample seed.")] = 0,
+    parallel: Annotated[int, typer.Option(help="Concurrent requests (llama.cpp slots).")] = 1,
+    base_url: Annotated[str | None, typer.Option(help="Base URL for openai: specs.")] = None,
+    data_dir: DataOpt = None,
+    cache: CacheOpt = None,
+) -> None:
+    """Style vs substance: how often the judge prefers the teacher's style over correct content, with 95% CIs."""
+    from imitlab.judge.probe import A_IS, ProbeConfig, run_probe
+
+    out = out or Path("runs") / "probe" / judge.replace("/", "_").replace(":", "_")
+    config = ProbeConfig(judge=judge, out=out, n=n, kinds=tuple(k.strip() for k in kinds.split(",") if k.strip()),
+                         max_words=max_words, max_seconds=max_seconds, logprobs=logprobs, template=template,
+                         judge_max_tokens=judge_max_tokens, seed=seed, parallel=parallel, base_url=base_url,
+                         data=data_dir, cache=cache)  # fmt: skip
+    result = run_probe(config)
+    if result["stopped_by_time"]:
+        console.print(f"time budget reached: {result['n_pairs']} of {result['n_built']} pairs judged")
+    table = Table(title=f"judge {judge}: how often side a is preferred (tie = half, 95% CI)")
+    for col in ("kind", "a is", "n", "text verdict", "probability verdict", "mean P(a)"):
+        table.add_column(col)
+    for kind, summary in result["kinds"].items():
+        prob = summary.get("logprob")
+        prob_cells = (_pct(prob["rates"]["win_rate_ties_half"]), _pct(prob["p_a"])) if prob else ("-", "-")
+        table.add_row(kind, A_IS[kind], str(summary["n"]), _pct(summary["text"]["rates"]["win_rate_ties_half"]),
+                      *prob_cells)  # fmt: skip
+    console.print(table)
+    run = result["run"]
+    load = f"load average {run['loadavg_before'][0]:.1f} -> {run['loadavg_after'][0]:.1f} on {run['cpu_count']} CPUs"
+    console.print(f"{run['seconds']:.0f} s, {run['calls']} calls, {load}; written to {out}/probe.json")
+
+
 def style_cmd(
     teacher: Annotated[str, typer.Option("--teacher", help="Teacher: model spec or answers file.")],
     prompts: PromptsOpt,
