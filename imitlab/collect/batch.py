@@ -410,12 +410,21 @@ class _BatchRun:
             self.state.save()
 
     def _find_batch(self, entry: BatchEntry) -> Any:
+        import openai
+
         oldest = (entry.uploaded_at or 0.0) - _LIST_MARGIN_S
-        for batch in self.client.batches.list(limit=100):  # newest first; the SDK pages on
-            if batch.input_file_id == entry.input_file_id:
-                return batch
-            if batch.created_at < oldest:
-                return None
+        try:
+            for batch in self.client.batches.list(limit=100):  # newest first; the SDK pages on
+                if batch.input_file_id == entry.input_file_id:
+                    return batch
+                if batch.created_at < oldest:
+                    return None
+        except openai.APIStatusError as exc:
+            if exc.status_code not in (404, 405, 501):
+                raise
+            # An OpenAI-compatible server without GET /v1/batches: nothing to adopt can be found.
+            log.warning("%s cannot list batches (HTTP %d); a batch lost in a kill cannot be adopted",
+                        self.client.base_url, exc.status_code)  # fmt: skip
         return None
 
     def _create(self, entry: BatchEntry) -> Any:
