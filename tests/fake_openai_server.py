@@ -1,9 +1,12 @@
 """A real HTTP server on 127.0.0.1 that speaks just enough of the OpenAI chat API to test collection faults.
 
-Each request's fate is decided by the last user message:
-- it contains ``ALWAYS_<mode>``: that mode every time (``500``, ``400``, ``401``, ``SLOW``, ``MALFORMED``, ``EMPTY``);
+Each request's fate is decided by the last user message and how many times that text has been asked, never by
+timing or by the order in which concurrent requests arrive:
+- it contains ``ALWAYS_<mode>``: that mode every time (``500``, ``400``, ``401``, ``MALFORMED``, ``EMPTY``, or
+  ``HANG``: no answer until the server shuts down, so only a client timeout ends the request);
 - it contains ``ONCE_429``: the first request for that text gets 429 with ``Retry-After: <retry_after>``;
-- otherwise ``rates`` (mode -> probability) draw a fault from a seeded RNG; the rest answer normally.
+- otherwise ``rates`` (mode -> probability) draw a fault from an RNG seeded by (seed, text, attempt), so
+  :meth:`FakeOpenAI.planned` can say in advance what each attempt of each prompt will get; the rest answer normally.
 Answers are deterministic: ``"answer to: <text>"`` (or ``responder(body)``), with usage token counts.
 The server counts requests so tests can bound them.
 """
@@ -14,6 +17,7 @@ import json
 import random
 import threading
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -26,7 +30,6 @@ class FakeOpenAI:
         rates: dict[str, float] | None = None,
         *,
         seed: int = 0,
-        slow_s: float = 2.0,
         retry_after: float = 0.2,
         latency_s: float = 0.0,
         max_requests: int = 5000,
@@ -34,8 +37,8 @@ class FakeOpenAI:
     ) -> None:
         self.responder = responder  # scripted answers (body -> text) instead of "answer to: ..."
         self.rates = rates or {}
-        self.rng = random.Random(seed)
-        self.slow_s = slow_s
+        self.seed = seed
+        self.closing = threading.Event()  # set on exit: releases HANG handlers
         self.retry_after = retry_after
         self.latency_s = latency_s
         self.max_requests = max_requests
@@ -57,6 +60,7 @@ class FakeOpenAI:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.closing.set()
         self.httpd.shutdown()
         self.httpd.server_close()
 
@@ -67,17 +71,21 @@ class FakeOpenAI:
                 return "500"  # a runaway client gets errors, and the test's request bound fails
             self.seen[text] += 1
             self.request_times.setdefault(text, []).append(time.monotonic())
-            for mode in ("500", "400", "401", "SLOW", "MALFORMED", "EMPTY"):
-                if f"ALWAYS_{mode}" in text:
-                    return mode
-            if "ONCE_429" in text and self.seen[text] == 1:
-                return "429"
-            draw = self.rng.random()
-            for mode, rate in self.rates.items():
-                if draw < rate:
-                    return mode
-                draw -= rate
-            return "ok"
+            return self.planned(text, self.seen[text])
+
+    def planned(self, text: str, attempt: int) -> str:
+        """The mode the ``attempt``-th request (from 1) with this last user message gets."""
+        for mode in ("500", "400", "401", "HANG", "MALFORMED", "EMPTY"):
+            if f"ALWAYS_{mode}" in text:
+                return mode
+        if "ONCE_429" in text and attempt == 1:
+            return "429"
+        draw = random.Random(f"{self.seed}:{attempt}:{text}").random()
+        for mode, rate in self.rates.items():
+            if draw < rate:
+                return mode
+            draw -= rate
+        return "ok"
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         fake = self
@@ -113,9 +121,8 @@ class FakeOpenAI:
                     self._send(429, err("rate limited"), {"Retry-After": str(fake.retry_after)})
                 elif mode in ("500", "400", "401"):
                     self._send(int(mode), err(f"fake {mode}"))
-                elif mode == "SLOW":
-                    time.sleep(fake.slow_s)
-                    self._send(200, _completion(body, text))
+                elif mode == "HANG":
+                    fake.closing.wait()
                 elif mode == "MALFORMED":
                     self._send(200, b'{"id": "x", "choices": [{"message": ')
                 elif mode == "EMPTY":
@@ -130,7 +137,7 @@ def _completion(body: dict[str, Any], text: str, content: str | None = None) -> 
     answer = f"answer to: {text}" if content is None else content
     return json.dumps(
         {
-            "id": "chatcmpl-fake",
+            "id": f"chatcmpl-fake-{uuid.uuid4().hex}",  # unique, as real servers make them
             "object": "chat.completion",
             "created": int(time.time()),
             "model": body.get("model", "fake"),

@@ -1,26 +1,34 @@
-"""Collection against a real loopback HTTP server that misbehaves: 429 + Retry-After, 500, slow, malformed JSON.
+"""Collection against a real loopback HTTP server that misbehaves: 429 + Retry-After, 500, 400, malformed JSON,
+empty answers, and requests that never get an answer.
 
 Every prompt must end collected or recorded as failed with its reason; nothing crashes; request counts
-stay bounded by the retry policy.
+stay bounded by the retry policy. Faults and timing are kept apart: the fake server decides each fault from
+the prompt's text and attempt number (never from delays or arrival order), the fault tests give the client a
+timeout no request comes near, and timeouts are tested on their own against a server that never answers.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from imitlab.collect import CollectAborted, CollectConfig, collect
-from imitlab.collect.retry import Failure, RetryPolicy, parse_retry_after
 from imitlab.errors import ImitlabError
 from imitlab.models.client import ChatClient
+from imitlab.models.retry import Failure, RetryPolicy, parse_retry_after
 from imitlab.prompts import PromptFormatError, PromptRecord, write_prompt_set
 
 sys.path.insert(0, str(Path(__file__).parent))
 from fake_openai_server import FakeOpenAI
+
+# Far above any answer time on a loaded machine, so a 400 or a 500 can never turn into a timeout.
+NEVER_TIMES_OUT = 60.0
+FAULT_REASONS = {"429": "HTTP 429", "500": "HTTP 500", "MALFORMED": "malformed response"}
 
 
 def _prompts(tmp_path: Path, records: list[PromptRecord]) -> Path:
@@ -32,8 +40,8 @@ def _prompts(tmp_path: Path, records: list[PromptRecord]) -> Path:
 def _cfg(tmp_path: Path, srv: FakeOpenAI, prompts: Path, **kw: Any) -> CollectConfig:
     base: dict[str, Any] = dict(
         teacher="openai:fake", base_url=srv.base_url, prompts=prompts, out=tmp_path / "out", concurrency=4,
-        timeout=0.4, max_retries=4, backoff_base=0.01, backoff_max=0.05, cache_path=tmp_path / "cache.sqlite",
-        progress=False,
+        timeout=NEVER_TIMES_OUT, max_retries=4, backoff_base=0.01, backoff_max=0.05,
+        cache_path=tmp_path / "cache.sqlite", progress=False,
     )  # fmt: skip
     base.update(kw)
     return CollectConfig(**base)
@@ -43,44 +51,89 @@ def _lines(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def _expected_fate(srv: FakeOpenAI, text: str, attempts: int) -> tuple[str, int]:
+    """What the server's script gives this prompt: ("ok" or the last fault, requests it takes)."""
+    mode = "ok"
+    for attempt in range(1, attempts + 1):
+        mode = srv.planned(text, attempt)
+        if mode == "ok":
+            return "ok", attempt
+    return mode, attempts
+
+
 def test_mixed_faults_every_prompt_collected_or_failed_with_reason(tmp_path: Path) -> None:
     normal = [PromptRecord(id=f"q{i}", turns=[f"question {i}"]) for i in range(40)]
     always = {
         "a500": ("ALWAYS_500", "HTTP 500"),
         "a400": ("ALWAYS_400", "HTTP 400"),
-        "slow": ("ALWAYS_SLOW", "timeout"),
         "mal": ("ALWAYS_MALFORMED", "malformed response"),
         "empty": ("ALWAYS_EMPTY", "empty completion"),
     }
     special = [PromptRecord(id=k, turns=[v[0]]) for k, v in always.items()]
     prompts = _prompts(tmp_path, normal + special)
-    rates = {"429": 0.15, "500": 0.15, "MALFORMED": 0.1, "SLOW": 0.05}
-    with FakeOpenAI(rates, seed=3, slow_s=0.8, retry_after=0.05) as srv:
+    with FakeOpenAI({"429": 0.15, "500": 0.15, "MALFORMED": 0.1}, seed=12, retry_after=0.05) as srv:
         cfg = _cfg(tmp_path, srv, prompts)
+        tries = 1 + cfg.max_retries
+        fate = {p.id: _expected_fate(srv, p.turns[0], tries) for p in normal}
+        # The seed gives a script with every fault, retries that succeed, and prompts that run out of tries.
+        assert {srv.planned(p.turns[0], a) for p in normal for a in range(1, tries + 1)} >= {*FAULT_REASONS, "ok"}
+        assert any(mode == "ok" and n > 1 for mode, n in fate.values())
+        assert any(mode != "ok" for mode, _ in fate.values())
         result = collect(cfg, client=ChatClient(srv.base_url, "fake"))
-        # Bounded: at most 1 + max_retries attempts per prompt.
-        assert srv.requests <= len(normal + special) * (1 + cfg.max_retries)
-        assert {"429", "500", "MALFORMED", "SLOW", "ok"} <= set(srv.outcomes)
+        requests = dict(srv.seen)
     m = result.manifest
     failed = {f["prompt_id"]: f for f in m["failures"]}
     records = _lines(tmp_path / "out/conversations.jsonl")
     collected = {r["prompt_id"] for r in records}
     assert collected.isdisjoint(failed)
     assert collected | set(failed) == {p.id for p in normal + special}
-    assert m["counts"]["collected"] + m["counts"]["failed"] == m["counts"]["expected"] == 45
+    assert m["counts"]["collected"] + m["counts"]["failed"] == m["counts"]["expected"] == 44
+    # Each prompt took exactly the requests the script and the retry policy call for, and ended as scripted.
+    for p in normal:
+        mode, attempts = fate[p.id]
+        assert requests[p.turns[0]] == attempts, p.id
+        if mode == "ok":
+            assert p.id in collected
+        else:
+            assert failed[p.id]["reason"].startswith(FAULT_REASONS[mode]) and failed[p.id]["attempts"] == tries
     for pid, (_, reason) in always.items():
         assert failed[pid]["reason"].startswith(reason), failed[pid]
-    assert failed["a400"]["attempts"] == 1  # a bad request is not retried
-    assert failed["a500"]["attempts"] == 1 + cfg.max_retries
+    assert failed["a400"]["attempts"] == requests["ALWAYS_400"] == 1  # a bad request is not retried
+    assert failed["empty"]["attempts"] == requests["ALWAYS_EMPTY"] == 1  # nor is an empty answer
+    assert failed["a500"]["attempts"] == requests["ALWAYS_500"] == tries
+    assert failed["mal"]["attempts"] == requests["ALWAYS_MALFORMED"] == tries
+    assert sum(requests.values()) == sum(n for _, n in fate.values()) + 1 + 1 + tries + tries
     for r in records:  # answers belong to their prompts
         assert r["messages"][-1]["content"] == f"answer to: {r['messages'][0]['content']}"
-    assert result.run.retries > 0
+    assert result.run.retries == sum(requests.values()) - len(normal + special)
+
+
+def test_a_server_that_never_answers_times_out_and_is_retried(tmp_path: Path) -> None:
+    """Timeouts on their own: the server holds these requests until it shuts down, so nothing but the client's
+    timeout can end them. The margins are wide: 2 s is far above the time a loopback request takes to arrive."""
+    texts = ["ALWAYS_HANG one", "ALWAYS_HANG two"]
+    prompts = _prompts(tmp_path, [PromptRecord(id=f"h{i}", turns=[t]) for i, t in enumerate(texts)])
+    timeout = 2.0
+    with FakeOpenAI() as srv:
+        cfg = _cfg(tmp_path, srv, prompts, timeout=timeout, max_retries=1, concurrency=2)
+        start = time.monotonic()
+        result = collect(cfg, client=ChatClient(srv.base_url, "fake"))
+        elapsed = time.monotonic() - start
+        times = {t: list(srv.request_times[t]) for t in texts}
+    failures = {f["prompt_id"]: f for f in result.manifest["failures"]}
+    assert set(failures) == {"h0", "h1"}
+    for f in failures.values():
+        assert f["reason"] == "timeout" and f["attempts"] == 1 + cfg.max_retries
+    for t in texts:  # every attempt reached the server
+        assert len(times[t]) == 1 + cfg.max_retries
+    # No attempt was given up before its timeout (a lower bound that load can only raise), and the run ends.
+    assert (1 + cfg.max_retries) * timeout <= elapsed < 60
 
 
 def test_retry_after_is_honoured(tmp_path: Path) -> None:
     prompts = _prompts(tmp_path, [PromptRecord(id="r", turns=["ONCE_429 please"])])
     with FakeOpenAI(retry_after=1.0) as srv:
-        result = collect(_cfg(tmp_path, srv, prompts, timeout=5), client=ChatClient(srv.base_url, "fake"))
+        result = collect(_cfg(tmp_path, srv, prompts), client=ChatClient(srv.base_url, "fake"))
         first, second = srv.request_times["ONCE_429 please"]
     assert result.manifest["counts"]["collected"] == 1
     assert second - first >= 1.0  # backoff alone would have waited ~0.01 s
