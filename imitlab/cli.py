@@ -194,9 +194,24 @@ def eval_(
     out: Annotated[Path, typer.Option("--out", help="Directory for per-item records and summaries.")] = Path(
         "runs/eval"
     ),
-    limit: Annotated[Optional[int], typer.Option(help="Score a fixed-seed sample of N items per benchmark.")] = None,
+    limit: Annotated[
+        Optional[int], typer.Option(help="Score the first N items per benchmark (per subject for MMLU), as lm-eval.")
+    ] = None,
+    sample: Annotated[
+        Optional[int], typer.Option(help="Score a fixed-seed sample of N items per benchmark (--seed).")
+    ] = None,
+    num_fewshot: Annotated[
+        Optional[int], typer.Option("--num-fewshot", help="Examples per prompt (default: the benchmark's own).")
+    ] = None,
+    subjects: Annotated[
+        Optional[str], typer.Option(help="MMLU: subjects or lm-eval groups, comma-separated (e.g. mmlu_stem).")
+    ] = None,
+    dataset: Annotated[
+        Optional[list[str]],
+        typer.Option("--dataset", help="BENCH=REF: read a benchmark from a datasets folder, data files or hf:ID."),
+    ] = None,
     data_dir: Annotated[Optional[Path], typer.Option("--data-dir", help="Data root (default $IMITLAB_DATA).")] = None,
-    seed: Annotated[int, typer.Option(help="Seed for --limit sampling and bootstrap CIs.")] = 1234,
+    seed: Annotated[int, typer.Option(help="Seed for --sample and bootstrap CIs.")] = 1234,
     backend: Annotated[str, typer.Option(help="auto | hf (local weights) | api (OpenAI-compatible).")] = "auto",
     base_url: Annotated[Optional[str], typer.Option(help="Base URL for openai: specs.")] = None,
     api_mode: Annotated[str, typer.Option(help="API endpoint style: chat | completions.")] = "chat",
@@ -237,9 +252,16 @@ def eval_(
         return
     if not model:
         raise ImitlabError("name the model to evaluate with --model SPEC")
+    if limit is not None and sample is not None:
+        raise ImitlabError("--limit (the first N items) and --sample (a seeded sample of N) exclude each other")
+    from imitlab.sources import parse_overrides
+
     config = EvalConfig(
         model=model, benches=[b.strip() for b in bench.split(",") if b.strip()], out=out, data_dir=data_dir,
-        limit=limit, seed=seed, backend=backend, base_url=base_url, api_mode=api_mode, batch_size=batch_size,
+        limit=sample if sample is not None else limit, limit_mode="sample" if sample is not None else "first",
+        num_fewshot=num_fewshot, subjects=[s.strip() for s in subjects.split(",") if s.strip()] if subjects else None,
+        datasets=parse_overrides(dataset or []),
+        seed=seed, backend=backend, base_url=base_url, api_mode=api_mode, batch_size=batch_size,
         threads=threads, concurrency=concurrency, samples=samples, max_tokens=max_tokens, cache=cache,
         device=device, dtype=dtype,
     )  # fmt: skip

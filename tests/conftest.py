@@ -12,12 +12,18 @@ quick suite and runs with neither. Two rules keep the marker honest:
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
 
 from imitlab.models.packaged import PulledModel, pull
 from imitlab.models.server import LlamaServer
+
+# The tests never reach the Hugging Face hub (these machines have no network): offline, `datasets` and
+# huggingface_hub fail at once instead of retrying for 30 s. Set before either is imported; a test of the hub path
+# builds its data locally or replaces datasets.load_dataset (tests/test_sources.py).
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 REAL_FIXTURES = {"smollm2", "smollm2_server"}
 # What a pull or a server build leaves in the cache root (imitlab.models.packaged, scripts/build_llama_server.sh).

@@ -7,6 +7,7 @@ Output directory layout (all JSON is UTF-8)::
     <bench>.items.jsonl      one record per scored item, appended as it is scored (resumable)
     <bench>.summary.json     metrics with bootstrap 95% CIs, per-group scores, method counts, speed
     <bench>.run.json         what the items file was made with; a rerun with the same values resumes it
+    results_<time>.json      the run's scores in lm-evaluation-harness's results layout (imitlab.evals.lmeval_format)
 
 The runner knows the three task kinds (choice, generate, code) and nothing about any one benchmark. It receives
 a :class:`~imitlab.models.base.Model` and picks its scoring method from the model's declared capabilities: a
@@ -31,12 +32,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from imitlab.config import data_dir as find_data_dir
 from imitlab.devices import check_device, check_dtype
 from imitlab.errors import ImitlabError
 from imitlab.evals import metrics, sandbox
-from imitlab.evals.task import Item, Task, check_files, get_task
-from imitlab.fileio import atomic_write_text, iter_jsonl, repair_tail, sha256_file
+from imitlab.evals.data import TaskData, open_task_data
+from imitlab.evals.task import Item, Task, get_task
+from imitlab.fileio import atomic_write_text, iter_jsonl, repair_tail
 from imitlab.models.base import GenRequest, LLRequest, Mode
 from imitlab.stats import bootstrap_ci
 
@@ -52,10 +53,16 @@ class EvalConfig:
     benches: list[str]
     out: Path
     data_dir: Path | None = None
-    # Score a fixed-seed sample of this many items per benchmark (None = all): one number for every benchmark,
-    # or one per benchmark ({"nq_open": 100, "humaneval": 20}), since a code problem costs far more.
+    # Score this many items per benchmark (None = all): one number for every benchmark, or one per benchmark
+    # ({"nq_open": 100, "humaneval": 20}), since a code problem costs far more. Which items, ``limit_mode`` says.
     limit: int | dict[str, int | None] | None = None
+    # "sample": a fixed-seed sample in file order (the Python API's and the sweep's default, as before);
+    # "first": the first N items, per group for grouped benchmarks (lm-eval's --limit; the CLI's --limit)
+    limit_mode: str = "sample"
     seed: int = 1234
+    num_fewshot: int | None = None  # examples per prompt (None: the benchmark's own k; 0: none)
+    subjects: list[str] | None = None  # grouped benchmarks (MMLU): score only these groups or named subsets
+    datasets: dict[str, str] = field(default_factory=dict)  # bench -> REF read instead (imitlab.sources)
     backend: str = "auto"  # auto: local weights -> "hf"; openai: -> "api". "api" also serves local GGUFs
     base_url: str | None = None
     batch_size: int = 16
@@ -84,11 +91,19 @@ class EvalConfig:
 
     def run_key(self, task: Task, data_hash: str) -> dict[str, Any]:
         """What an items file depends on; a resumed run must match it exactly."""
-        return {
+        key = {
             "bench": task.name, "model": self.model, "backend": self.backend, "api_mode": self.api_mode,
             "limit": self.limit_for(task.name), "seed": self.seed, "samples": self.samples,
             "temperature": self.temperature, "max_tokens": self.max_tokens, "data_sha256": data_hash,
         }  # fmt: skip
+        # Settings added later enter the key only when set, so runs made before them still resume.
+        if self.limit_mode != "sample":
+            key["limit_mode"] = self.limit_mode
+        if self.num_fewshot is not None:
+            key["num_fewshot"] = self.num_fewshot
+        if self.subjects and task.group:
+            key["subjects"] = sorted(self.subjects)
+        return key
 
 
 @dataclass
@@ -111,17 +126,23 @@ def run_eval(
     tasks = [get_task(name) for name in config.benches]  # unknown names fail before any model loads
     for task in tasks:
         config.limit_for(task.name)  # as does a per-benchmark limit that misses one
+        fewshot_count(task, config.num_fewshot)  # and a few-shot count the benchmark cannot give
+    _check_selection(config, tasks)
     check_device(config.device)
     check_dtype(config.dtype)
-    data = find_data_dir(config.data_dir)
-    data_hashes = {t.name: _hash_files(check_files(t, data)) for t in tasks}
+    sources = {t.name: open_task_data(t, config.data_dir, config.datasets) for t in tasks}
+    data_hashes = {name: source.sha256() for name, source in sources.items()}  # reads (or downloads) each set
     config.out.mkdir(parents=True, exist_ok=True)
     summaries: dict[str, dict[str, Any]] = {}
+    started = time.time()
     with open_eval_model(config) if model is None else contextlib.nullcontext(model) as model:
-        _write_manifest(config, tasks, data, data_hashes, model)
+        _write_manifest(config, tasks, sources, data_hashes, model)
         for task in tasks:
-            summaries[task.name] = _run_task(task, model, data, data_hashes[task.name], config, progress)
+            summaries[task.name] = _run_task(task, model, sources[task.name], data_hashes[task.name], config, progress)
             atomic_write_text(config.out / "summary.json", json.dumps(summaries, indent=2))
+        from imitlab.evals.lmeval_format import write_results
+
+        write_results(config, tasks, summaries, sources, model.describe(), started)
     return summaries
 
 
@@ -163,21 +184,83 @@ def prompt_mode(model: Model, config: EvalConfig) -> Mode:
 
 
 # -- items ---------------------------------------------------------------------------------------------
-def select_items(items: list[Item], limit: int | None, seed: int) -> list[Item]:
-    """A fixed-seed sample (kept in file order), so two models scored with the same seed see the same items."""
-    if limit is None or limit >= len(items):
-        return items
-    if limit < 1:
+def select_items(
+    items: list[Item], limit: int | None, seed: int, mode: str = "sample", group: str | None = None
+) -> list[Item]:
+    """Which items to score. ``sample``: a fixed-seed sample (kept in file order), so two models scored with the
+    same seed see the same items. ``first``: the first ``limit`` items, or the first ``limit`` of each ``group``
+    value (lm-eval's --limit, which applies to each MMLU subject)."""
+    if mode not in ("sample", "first"):
+        raise ImitlabError(f"limit_mode must be 'sample' or 'first', got {mode!r}")
+    if limit is not None and limit < 1:
         raise ImitlabError(f"--limit must be at least 1, got {limit}")
+    if limit is None or (limit >= len(items) and not group):
+        return items
+    if mode == "first":
+        taken: Counter[Any] = Counter()
+        kept = []
+        for item in items:
+            key = item[group] if group else None
+            if taken[key] < limit:
+                taken[key] += 1
+                kept.append(item)
+        return kept
+    if limit >= len(items):
+        return items
     keep = sorted(random.Random(seed).sample(range(len(items)), limit))
     return [items[i] for i in keep]
 
 
-def prepare(task: Task, items: list[Item], data: Path) -> list[_Prepared]:
+def fewshot_count(task: Task, num_fewshot: int | None) -> int:
+    """How many solved examples precede each item: ``num_fewshot`` when given, else the benchmark's own k."""
+    if num_fewshot is None:
+        return task.fewshot.k if task.fewshot is not None else 0
+    if num_fewshot < 0:
+        raise ImitlabError(f"--num-fewshot must be 0 or more, got {num_fewshot}")
+    if num_fewshot > 0 and task.fewshot is None:
+        raise ImitlabError(f"{task.name} has no few-shot examples to draw from (it is 0-shot); use --num-fewshot 0")
+    return num_fewshot
+
+
+def filter_subjects(task: Task, items: list[Item], subjects: list[str] | None) -> list[Item]:
+    """The items of the named groups (MMLU subjects) or named subsets (lm-eval's mmlu_stem, ...)."""
+    if not subjects or not task.group:
+        return items
+    wanted = set(expand_subjects(task, subjects, {str(i[task.group]) for i in items}))
+    return [i for i in items if str(i[task.group]) in wanted]
+
+
+def expand_subjects(task: Task, subjects: list[str], known: set[str]) -> list[str]:
+    """Subject and subset names -> subject names; an unknown name is an error listing the known ones."""
+    names: list[str] = []
+    for name in subjects:
+        if name in task.subsets:
+            names += task.subsets[name]
+        elif name in known:
+            names.append(name)
+        else:
+            raise ImitlabError(
+                f"{task.name}: unknown subject {name!r}; use a group ({', '.join(task.subsets) or 'none'}) "
+                f"or one of {len(known)} subjects: {', '.join(sorted(known))}"
+            )
+    return list(dict.fromkeys(names))
+
+
+def _check_selection(config: EvalConfig, tasks: list[Task]) -> None:
+    if config.subjects and not any(t.group for t in tasks):
+        raise ImitlabError(
+            f"--subjects applies to benchmarks with subjects (mmlu); none of {', '.join(config.benches)} has them"
+        )
+    unknown = sorted(set(config.datasets) - {t.name for t in tasks})
+    if unknown:
+        raise ImitlabError(f"--dataset names {', '.join(unknown)}, which this run does not score")
+
+
+def prepare(task: Task, items: list[Item], pool: list[Item], k: int | None = None) -> list[_Prepared]:
     """Attach each item's few-shot prefix (first k of its pool, or of its group's pool) and full prompt."""
+    k = task.fewshot.k if k is None and task.fewshot is not None else (k or 0)
     pools: dict[Any, list[Item]] = {}
     if task.fewshot is not None:
-        pool = task.fewshot.load(data)
         if task.fewshot.match:
             for shot in pool:
                 pools.setdefault(shot[task.fewshot.match], []).append(shot)
@@ -186,13 +269,11 @@ def prepare(task: Task, items: list[Item], data: Path) -> list[_Prepared]:
     prepared = []
     for item in items:
         shots: list[Item] = []
-        if task.fewshot is not None:
+        if task.fewshot is not None and k > 0:
             key = item[task.fewshot.match] if task.fewshot.match else None
-            shots = pools.get(key, [])[: task.fewshot.k]
-            if len(shots) < task.fewshot.k:
-                raise ImitlabError(
-                    f"{task.name}: only {len(shots)} few-shot examples for {key!r}, need {task.fewshot.k}"
-                )
+            shots = pools.get(key, [])[:k]
+            if len(shots) < k:
+                raise ImitlabError(f"{task.name}: only {len(shots)} few-shot examples for {key!r}, need {k}")
         prefix = task.prefix(item, shots)
         prepared.append(_Prepared(item, prefix, prefix + task.template.format(**item), [s["id"] for s in shots]))
     return prepared
@@ -200,11 +281,17 @@ def prepare(task: Task, items: list[Item], data: Path) -> list[_Prepared]:
 
 # -- one benchmark -------------------------------------------------------------------------------------
 def _run_task(
-    task: Task, model: Model, data: Path, data_hash: str, config: EvalConfig, progress: Callable[[str], None] | None
+    task: Task,
+    model: Model,
+    source: TaskData,
+    data_hash: str,
+    config: EvalConfig,
+    progress: Callable[[str], None] | None,
 ) -> dict[str, Any]:
-    items = task.load(data)
-    selected = select_items(items, config.limit_for(task.name), config.seed)
-    prepared = prepare(task, selected, data)
+    items = filter_subjects(task, source.items(), config.subjects)
+    selected = select_items(items, config.limit_for(task.name), config.seed, config.limit_mode, task.group)
+    k = fewshot_count(task, config.num_fewshot)
+    prepared = prepare(task, selected, source.fewshot_pool() if k else [], k)
     if task.group:  # score a group's items together so its shared prefix is computed once per chunk
         prepared.sort(key=lambda p: str(p.item[task.group]))
     records_path = config.out / f"{task.name}.items.jsonl"
@@ -238,9 +325,15 @@ def _run_task(
     elapsed = time.perf_counter() - start
     records = [done[p.item["id"]] for p in prepared]
     summary = summarize(task, records, config)
+    from imitlab.evals.lmeval_format import stderrs
+
+    summary["stderr"] = stderrs(records, summary["metrics"])  # lm-eval's standard errors, for its results layout
     summary.update(
-        model=config.model, backend=info["backend"], n_available=len(items),
-        limit=config.limit_for(task.name), seed=config.seed, scored_this_run=len(todo), elapsed_s=round(elapsed, 3),
+        model=config.model, backend=info["backend"], n_available=len(items), num_fewshot=k,
+        limit=config.limit_for(task.name), limit_mode=config.limit_mode, seed=config.seed,
+        subjects=expand_subjects(task, config.subjects, {str(i[task.group]) for i in source.items()})
+        if config.subjects and task.group else None,
+        data=source.describe(), scored_this_run=len(todo), elapsed_s=round(elapsed, 3),
         items_per_s=round(len(todo) / elapsed, 3) if todo and elapsed > 0 else None,
         backend_stats=model.usage,
     )  # fmt: skip
@@ -416,25 +509,14 @@ def _macro(table: np.ndarray) -> float:
 
 
 # -- manifest ------------------------------------------------------------------------------------------
-def _hash_files(paths: list[Path]) -> str:
-    import hashlib
-
-    digest = hashlib.sha256()
-    for path in paths:
-        for f in sorted(path.rglob("*")) if path.is_dir() else [path]:
-            if f.is_file():
-                digest.update(f"{f.name}:{sha256_file(f)}\n".encode())
-    return digest.hexdigest()
-
-
 def _write_manifest(
-    config: EvalConfig, tasks: list[Task], data: Path, data_hashes: dict[str, str], model: Model
+    config: EvalConfig, tasks: list[Task], sources: dict[str, TaskData], data_hashes: dict[str, str], model: Model
 ) -> None:
     import importlib.metadata as md
     import platform
 
     versions = {}
-    for package in ("imitlab", "torch", "transformers", "openai"):
+    for package in ("imitlab", "torch", "transformers", "openai", "datasets"):
         with contextlib.suppress(md.PackageNotFoundError):
             versions[package] = md.version(package)
     config_dict = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items()}
@@ -443,7 +525,9 @@ def _write_manifest(
         "config": config_dict, "backend": info["backend"], "model_spec": info["spec"], "model": info,
         # the local backend's resolved device and dtype
         "precision": {k: info[k] for k in ("device", "dtype")} if "dtype" in info else None,
-        "data_dir": str(data), "data_sha256": data_hashes, "benches": {t.name: t.about for t in tasks},
+        "data_dir": next((str(s.located.data_dir) for s in sources.values() if s.located.data_dir), None),
+        "data": {name: s.describe() for name, s in sources.items()},
+        "data_sha256": data_hashes, "benches": {t.name: t.about for t in tasks},
         "versions": versions, "python": platform.python_version(),
         "sandbox": {k: v for k, v in sandbox.isolation().items() if k != "prefix"}
         if any(t.kind == "code" for t in tasks)

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from imitlab.errors import ImitlabError
+from imitlab.sources import HubRef
 
 Item = dict[str, Any]
 Kind = Literal["choice", "generate", "code"]
@@ -41,6 +42,18 @@ class FewShot:
     k: int
     load: Callable[[Path], list[Item]]  # the pool of solved examples
     match: str | None = None  # an item's shots share this field's value with it (MMLU: the subject)
+
+
+@dataclass(frozen=True)
+class HubData:
+    """The benchmark as the Hugging Face hub has it (lm-eval's ``dataset_path``/``dataset_name``/splits), and how
+    its rows become the items the local loader gives. Read when no local files serve (imitlab.sources)."""
+
+    ref: HubRef
+    items: Callable[[list[dict[str, Any]]], list[Item]]  # the split's rows, in order -> items
+    split: str = "test"
+    fewshot_split: str | None = None  # the few-shot pool's split; its rows go through ``fewshot_items``
+    fewshot_items: Callable[[list[dict[str, Any]]], list[Item]] | None = None  # default: ``items``
 
 
 @dataclass(frozen=True)
@@ -64,6 +77,9 @@ class Task:
     display_name: str = ""  # how tables and plots name it (default: the registry name)
     headline: str = ""  # the metric a study reports (default: acc, pass@1, or the first of ``metrics``)
     contamination_fields: tuple[str, ...] = ("question",)  # item fields (str or list of str) to decontaminate
+    hub: HubData | None = None  # the same benchmark on the hub, for machines without the local files
+    # named subsets of the ``group`` values (lm-eval's task groups, e.g. MMLU's mmlu_stem -> its subjects)
+    subsets: dict[str, tuple[str, ...]] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -136,11 +152,12 @@ def get_task(name: str) -> Task:
     return _REGISTRY[name]
 
 
-def contamination_texts(task: Task, data_dir: Path) -> Iterator[str]:
+def contamination_texts(task: Task, data_dir: Path | None) -> Iterator[str]:
     """The texts of the items ``task`` scores that training data must not contain (its ``contamination_fields``),
-    read with the task's own loader, so a benchmark's files are declared once."""
-    check_files(task, data_dir)
-    for item in task.load(data_dir):
+    read the way the runner reads them (local files, else the hub copy), so a benchmark's data is declared once."""
+    from imitlab.evals.data import open_task_data
+
+    for item in open_task_data(task, data_dir).items():
         for name in task.contamination_fields:
             value = item.get(name)
             if value is None:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from imitlab.errors import ImitlabError
-from imitlab.evals.task import Item, Task, register
+from imitlab.evals.task import HubData, Item, Task, register
 from imitlab.fileio import iter_jsonl
+from imitlab.sources import HubRef
 
 
 def _loader(rel: str):
@@ -23,9 +25,22 @@ def _loader(rel: str):
     return load
 
 
-for _name, _title, _file in (
-    ("arc_easy", "ARC-Easy", "arc/arc_easy_test.jsonl"),
-    ("arc_challenge", "ARC-Challenge", "arc/arc_challenge_test.jsonl"),
+def _hub_items(rows: list[dict[str, Any]]) -> list[Item]:
+    """allenai/ai2_arc rows {id, question, choices: {text, label}, answerKey} (lm-eval's arc_easy/arc_challenge)."""
+    items = []
+    for row in rows:
+        labels = list(row["choices"]["label"])
+        if row["answerKey"] not in labels:
+            raise ValueError(f"row {row['id']}: answerKey {row['answerKey']!r} is not one of {labels}")
+        gold = labels.index(row["answerKey"])
+        items.append({"id": row["id"], "question": row["question"], "choices": list(row["choices"]["text"]),
+                      "gold": gold})  # fmt: skip
+    return items
+
+
+for _name, _title, _file, _config in (
+    ("arc_easy", "ARC-Easy", "arc/arc_easy_test.jsonl", "ARC-Easy"),
+    ("arc_challenge", "ARC-Challenge", "arc/arc_challenge_test.jsonl", "ARC-Challenge"),
 ):
     register(
         Task(
@@ -37,5 +52,6 @@ for _name, _title, _file in (
             about="0-shot, acc (and acc_norm: log-likelihood per character) over the answer texts",
             display_name=_title,
             headline="acc",
+            hub=HubData(HubRef("allenai/ai2_arc", _config), _hub_items, split="test"),
         )
     )

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from imitlab.evals.task import Item, Task, register
+from imitlab.evals.task import HubData, Item, Task, register
 from imitlab.fileio import iter_jsonl
+from imitlab.sources import HubRef
 
 _FILE = "humaneval/HumanEval.jsonl.gz"
 
@@ -13,6 +15,12 @@ _FILE = "humaneval/HumanEval.jsonl.gz"
 def _load(data_dir: Path) -> list[Item]:
     fields = {"task_id": str, "prompt": str, "canonical_solution": str, "test": str, "entry_point": str}
     return [{"id": rec["task_id"], **rec} for _, rec in iter_jsonl(data_dir / _FILE, fields)]
+
+
+def _hub_items(rows: list[dict[str, Any]]) -> list[Item]:
+    """openai/openai_humaneval rows have the file's fields."""
+    fields = ("task_id", "prompt", "canonical_solution", "test", "entry_point")
+    return [{"id": row["task_id"], **{f: row[f] for f in fields}} for row in rows]
 
 
 register(
@@ -28,5 +36,6 @@ register(
         display_name="HumanEval",
         headline="pass@1",
         contamination_fields=("prompt",),
+        hub=HubData(HubRef("openai/openai_humaneval"), _hub_items, split="test"),
     )
 )

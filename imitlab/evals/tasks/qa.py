@@ -7,9 +7,11 @@ token F1 (small instruct models answer in sentences, so exact match is near zero
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from imitlab.evals.task import FewShot, Item, Task, register
+from imitlab.evals.task import FewShot, HubData, Item, Task, register
 from imitlab.fileio import iter_jsonl
+from imitlab.sources import HubRef
 
 _STOP = ("\n", ".", ",")  # lm-eval's nq_open / triviaqa stop strings
 
@@ -22,6 +24,15 @@ def _nq(rel: str):
         ]
 
     return load
+
+
+def _nq_hub(rows: list[dict[str, Any]]) -> list[Item]:
+    """google-research-datasets/nq_open rows {question, answer: [str]}; ids are 1-based row numbers, as the
+    local file's line numbers."""
+    return [
+        {"id": str(n), "question": row["question"], "answers": list(row["answer"]), "answer": row["answer"][0]}
+        for n, row in enumerate(rows, 1)
+    ]
 
 
 register(
@@ -41,6 +52,8 @@ register(
         about="NQ-open dev, 3-shot (first 3 of EfficientQA dev), greedy; EM over all golds, contains, F1",
         display_name="Natural Questions (open)",
         headline="em",
+        # lm-eval's nq_open: validation = NQ-open dev; its shots come from train (EfficientQA dev is not on the hub)
+        hub=HubData(HubRef("google-research-datasets/nq_open"), _nq_hub, split="validation", fewshot_split="train"),
     )
 )
 
@@ -54,6 +67,16 @@ def _trivia(data_dir: Path) -> list[Item]:
         question = rec["context"].removeprefix("Question:").removesuffix("Answer:").strip()
         answers = list(dict.fromkeys([rec["answer"], *rec["aliases"]]))
         items.append({"id": str(lineno), "question": question, "answers": answers, "answer": rec["answer"]})
+    return items
+
+
+def _trivia_hub(rows: list[dict[str, Any]]) -> list[Item]:
+    """mandarjoshi/trivia_qa (rc.nocontext) rows {question, question_id, answer: {value, aliases, ...}}."""
+    items = []
+    for row in rows:
+        value = row["answer"]["value"]
+        answers = list(dict.fromkeys([value, *row["answer"]["aliases"]]))
+        items.append({"id": row["question_id"], "question": row["question"], "answers": answers, "answer": value})
     return items
 
 
@@ -72,5 +95,9 @@ register(
         about="MosaicML's 3k TriviaQA subsample, 3-shot, greedy; EM over the answer and its aliases, contains, F1",
         display_name="TriviaQA",
         headline="em",
+        # the hub has the full set (lm-eval's triviaqa: rc.nocontext validation, shots from train), not the subsample
+        hub=HubData(
+            HubRef("mandarjoshi/trivia_qa", "rc.nocontext"), _trivia_hub, split="validation", fewshot_split="train"
+        ),
     )
 )
