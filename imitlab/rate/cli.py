@@ -46,6 +46,9 @@ def rate_serve(
     port: Annotated[int, typer.Option(help="Port.")] = 8765,
 ) -> None:
     """Serve the rating app until Ctrl-C."""
+    from imitlab.extras import require
+
+    require("rate", "imitlab rate serve")  # the web stack is an extra
     from imitlab.rate.app import serve
 
     console.print(f"rating app at http://{host}:{port}/  (Ctrl-C stops it)")

@@ -52,12 +52,20 @@ class ReportConfig:
 
 
 def write_report(
-    run_dir: str | Path, config: ReportConfig | None = None, human: dict[str, str | Path] | None = None
+    run_dir: str | Path,
+    config: ReportConfig | None = None,
+    human: dict[str, str | Path] | None = None,
+    calibration: list[str | Path] | None = None,
 ) -> tuple[Path, Path]:
     """Read ``RUN_DIR/results.json``; write ``report.html``, ``report.json`` and ``report_main.png``.
 
     ``human`` maps model ids to rating databases (``imitlab rate``) whose ratings join the preference section.
+    ``calibration`` lists ``calibration.json`` files (``imitlab judge calibrate``) shown beside the preference
+    numbers of the judge they measured.
     """
+    from imitlab.extras import require
+
+    require("report", "the study report's plots")  # matplotlib: an extra, not everyone renders reports
     from imitlab.study.report_html import render_html
     from imitlab.study.report_plots import render_plots
 
@@ -67,6 +75,8 @@ def write_report(
     results = load_results(source)
     if human:
         results = merge_human(results, human, where=str(source))
+    if calibration:
+        results = merge_calibration(results, calibration)
     report = build_report(results, max_samples=config.max_samples)
     report["source"] = {"file": source.name, "sha256": sha256_file(source)}
     plots = render_plots(report, dpi=config.dpi)
@@ -200,6 +210,8 @@ def _model_row(m: dict[str, Any]) -> dict[str, Any]:
 
 def build_report(results: dict[str, Any], *, max_samples: int = 8) -> dict[str, Any]:
     """Everything the page shows, as plain JSON (the report.json file)."""
+    from imitlab.study.findings import decide_findings
+
     models = results["models"]
     by_id = {m["id"]: m for m in models}
     teacher = next((m for m in models if m["role"] == "teacher"), None)
@@ -226,7 +238,44 @@ def build_report(results: dict[str, Any], *, max_samples: int = 8) -> dict[str, 
         "style": _style(results, models),
         "samples": _samples(results, by_id, max_samples),
         "manifests": {m["id"]: (results.get("manifests") or {}).get(m["id"]) for m in models},
+        "findings": decide_findings(results),  # the paper's four findings, decided by CI rules (findings.py)
+        "calibration": _calibration(results),
     }
+
+
+def merge_calibration(results: dict[str, Any], paths: list[str | Path]) -> dict[str, Any]:
+    """Put judge calibrations (``imitlab judge calibrate`` output) into ``results["judge_calibration"]``."""
+    merged = dict(results.get("judge_calibration") or {})
+    for path in paths:
+        path = Path(path)
+        if not path.is_file():
+            raise ImitlabError(f"judge calibration not found: {path}")
+        try:
+            cal = json.loads(read_text(path))
+        except json.JSONDecodeError as exc:
+            raise ImitlabError(f"{path}, line {exc.lineno} column {exc.colno}: not valid JSON ({exc.msg})") from None
+        if not isinstance(cal, dict) or not isinstance(cal.get("judge"), str) or not isinstance(cal.get("text"), dict):
+            raise ImitlabError(f"{path}: field judge/text: not an `imitlab judge calibrate` calibration.json")
+        merged[cal["judge"]] = cal
+    return {**results, "judge_calibration": merged}
+
+
+def _calibration(results: dict[str, Any]) -> dict[str, Any]:
+    """Per judge spec, its agreement with GPT-4 for the verdict kind its preference numbers used (text unless the
+    judge stage says ``verdict: logprob``), so the page can show how far to trust them."""
+    blocks = (results.get("preference") or {}).values()
+    judges = [p["judge"] for p in blocks if isinstance((p or {}).get("judge"), dict)]
+    used = {j.get("spec"): j.get("verdict", "text") for j in judges}
+    out = {}
+    for spec, cal in (results.get("judge_calibration") or {}).items():
+        kind = used.get(spec, "text")
+        numbers = cal.get(kind) or cal.get("text") or {}
+        out[spec] = {
+            "verdict": kind if kind in cal else "text",
+            "n": (cal.get("sample") or {}).get("n"),
+            **{k: _est(numbers.get(k)) for k in ("agreement", "kappa", "order_agreement", "position_a")},
+        }
+    return out
 
 
 def merge_human(results: dict[str, Any], human: dict[str, str | Path], where: str = "results.json") -> dict[str, Any]:

@@ -1,0 +1,102 @@
+"""Packaging: every package imitlab imports is declared (core or an extra), the extras say what to install when
+missing, and the Makefile's CPU torch satisfies the range pyproject declares."""
+
+from __future__ import annotations
+
+import ast
+import importlib.metadata
+import importlib.util
+import re
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+from packaging.requirements import Requirement
+
+from imitlab.extras import EXTRAS, MissingExtraError, require
+
+ROOT = Path(__file__).resolve().parents[1]
+PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+# Imported inside try/except on purpose: openai >= 3 talks through httpx2, older releases do not ship it.
+GUARDED = {"httpx2"}
+
+
+def _norm(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _declared() -> dict[str, set[str]]:
+    """Distribution names per group: "core" and each extra (self-references like imitlab[all] expanded)."""
+    extras = PROJECT["optional-dependencies"]
+
+    def expand(reqs: list[str]) -> set[str]:
+        names: set[str] = set()
+        for r in reqs:
+            req = Requirement(r)
+            if _norm(req.name) == "imitlab":
+                names |= set().union(*(expand(extras[extra]) for extra in req.extras))
+            else:
+                names.add(_norm(req.name))
+        return names
+
+    return {"core": expand(PROJECT["dependencies"]), **{name: expand(reqs) for name, reqs in extras.items()}}
+
+
+def _imports() -> dict[str, set[str]]:
+    """Top-level third-party modules imported anywhere in imitlab/, with the files that import them."""
+    found: dict[str, set[str]] = {}
+    for path in (ROOT / "imitlab").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            for name in names:
+                top = name.split(".")[0]
+                if top not in sys.stdlib_module_names and top != "imitlab":
+                    found.setdefault(top, set()).add(str(path.relative_to(ROOT)))
+    return found
+
+
+def test_every_import_is_declared() -> None:
+    distributions = importlib.metadata.packages_distributions()
+    declared = set().union(*_declared().values())
+    undeclared = {}
+    for module, files in _imports().items():
+        if module in GUARDED:
+            continue
+        provided_by = {_norm(d) for d in distributions.get(module, [])}
+        if not provided_by & declared:
+            undeclared[module] = (sorted(provided_by), sorted(files)[:3])
+    assert not undeclared, f"imported but not declared in pyproject.toml: {undeclared}"
+    assert {"pyyaml", "pydantic", "jinja2", "huggingface-hub"} <= _declared()["core"]
+
+
+def test_extras_helper_matches_pyproject() -> None:
+    """imitlab.extras names each extra's modules; those modules come from that extra's distributions."""
+    distributions = importlib.metadata.packages_distributions()
+    groups = _declared()
+    for extra, modules in EXTRAS.items():
+        for module in modules:
+            assert {_norm(d) for d in distributions.get(module, [])} & groups[extra], (extra, module)
+    assert groups["all"] == set().union(*(groups[e] for e in ("data", "rate", "report", "track", "export")))
+    assert groups["all"] <= groups["dev"] and not groups["gpu"] & groups["all"]  # vLLM pins its own torch
+
+
+def test_torch_is_a_range_the_makefile_pin_satisfies() -> None:
+    (torch,) = [Requirement(r) for r in PROJECT["dependencies"] if Requirement(r).name == "torch"]
+    assert not any(s.operator == "==" for s in torch.specifier), torch
+    pin = re.search(r"pip install --quiet torch==([\d.]+)", (ROOT / "Makefile").read_text())
+    assert pin is not None and torch.specifier.contains(pin.group(1)), (str(torch.specifier), pin)
+    assert not torch.specifier.contains("3.0.0")
+
+
+def test_a_missing_extra_names_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "uvicorn" else real(name, *a))
+    with pytest.raises(MissingExtraError) as err:
+        require("rate", "imitlab rate serve")
+    assert str(err.value) == "imitlab rate serve needs uvicorn, which is not installed: pip install 'imitlab[rate]'"
+    require("report", "the study report's plots")  # installed here: no error
