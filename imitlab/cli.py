@@ -343,6 +343,10 @@ def report(
         list[str] | None,
         typer.Option("--human", help="MODEL_ID=RATINGS.db: people's ratings of that model vs the teacher (repeat)."),
     ] = None,
+    calibration: Annotated[
+        list[Path] | None,
+        typer.Option("--calibration", help="calibration.json from `imitlab judge calibrate`, shown by its judge."),
+    ] = None,
 ) -> None:
     """The imitation-gap report: RUN_DIR/report.html (one self-contained page) and report.json."""
     from imitlab.study.report import write_report
@@ -353,7 +357,7 @@ def report(
         if not sep or not model_id or not db:
             raise ImitlabError(f"--human {item!r}: expected MODEL_ID=RATINGS.db")
         ratings[model_id] = Path(db)
-    html, numbers = write_report(run_dir, human=ratings)
+    html, numbers = write_report(run_dir, human=ratings, calibration=list(calibration or []))
     console.print(f"report: {html}\nnumbers: {numbers}\nmain plot: {run_dir / 'report_main.png'}", soft_wrap=True)
 
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from imitlab.errors import ImitlabError
 from imitlab.study.findings import (
     INCONCLUSIVE,
     NOT_REPRODUCED,
@@ -179,3 +180,28 @@ def test_interval_arithmetic() -> None:
     combo = linear_combination([(1, est(0.5, 0.0392)), (-1, est(0.3, 0.0392))])  # se 0.02 each
     assert combo["value"] == pytest.approx(0.2)
     assert combo["high"] - combo["value"] == pytest.approx(1.96 * 0.02 * 2**0.5, rel=1e-3)
+
+
+def test_the_report_shows_the_findings_and_the_judge_calibration(tmp_path) -> None:
+    import json
+
+    from imitlab.study.report import write_report
+
+    results = paper_like()
+    for block in results["preference"].values():
+        block["judge"]["spec"] = "qwen2.5-coder-1.5b-instruct"
+    (tmp_path / "results.json").write_text(json.dumps(results))
+    cal = {"judge": "qwen2.5-coder-1.5b-instruct", "sample": {"n": 24},
+           "text": {"agreement": est(0.25, 0.15), "kappa": est(0.05, 0.2), "order_agreement": est(0.3, 0.2),
+                    "position_a": est(0.9, 0.05)}}  # fmt: skip
+    (tmp_path / "calibration.json").write_text(json.dumps(cal))
+    html, numbers = write_report(tmp_path, calibration=[tmp_path / "calibration.json"])
+    report = json.loads(numbers.read_text())
+    assert [f["verdict"] for f in report["findings"]["findings"]] == [REPRODUCED] * 4
+    assert report["calibration"]["qwen2.5-coder-1.5b-instruct"]["agreement"]["value"] == 0.25
+    page = html.read_text()
+    assert "4 of 4 reproduced" in page and "How far to trust judge" in page
+    assert 'bigger base 0.150 <span class="ci">' in page  # the deciding numbers are on the page
+    (tmp_path / "bad.json").write_text('{"judge": 3}')
+    with pytest.raises(ImitlabError, match=r"bad.json: field judge/text"):
+        write_report(tmp_path, calibration=[tmp_path / "bad.json"])
