@@ -64,19 +64,23 @@ def _gen_summary(title: str, requests: int, parsed: int, dropped: dict[str, int]
 # -- prompts ---------------------------------------------------------------------------------------
 @prompts_app.command("import")
 def prompts_import(
-    files: Annotated[list[Path], typer.Argument(help="JSON/JSONL (optionally .gz) or .txt files.")],
+    files: Annotated[
+        list[str],
+        typer.Argument(help="JSON/JSONL (optionally .gz) or .txt files, datasets folders, .parquet, hf:OWNER/NAME."),
+    ],
     out: Annotated[Path, typer.Option("--out", help="Prompt-set JSONL to write.")],
     fmt: Annotated[str, typer.Option("--format", help="auto | sharegpt | alpaca | openai | field | text")] = "auto",
     turns: Annotated[
         str, typer.Option(help="first: the first user turn; all: every user turn (multi-turn).")
     ] = "first",
     dedupe: Annotated[bool, typer.Option(help="Drop exact repeats of a prompt.")] = True,
+    split: Annotated[str, typer.Option(help="The split read from datasets sources (hf:..., folders).")] = "train",
 ) -> None:
     """Import prompts from ShareGPT, Alpaca, OpenAI-messages, prompt/question fields or plain text."""
     from imitlab.prompts.importers import import_prompts
     from imitlab.prompts.schema import write_prompt_set
 
-    result = import_prompts(list(files), fmt=fmt, turns=turns, dedupe=dedupe)  # type: ignore[arg-type]
+    result = import_prompts(list(files), fmt=fmt, turns=turns, dedupe=dedupe, split=split)  # type: ignore[arg-type]
     n = write_prompt_set(out, result.records)
     _summary(
         f"imported {n} prompts -> {out}", {**result.formats, **{f"skipped: {k}": v for k, v in result.skipped.items()}}

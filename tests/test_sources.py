@@ -202,3 +202,77 @@ def test_missing_datasets_package_names_the_extra(mmlu_folder: Path, monkeypatch
         MissingExtraError, match=r"needs datasets, which is not installed: pip install 'imitlab\[data\]'"
     ):
         open_task_data(get_task("mmlu"), None, {"mmlu": str(mmlu_folder)}).items()
+
+
+# -- prompt sets and prompt imports ------------------------------------------------------------------------------
+def test_mt_bench_from_a_copy_of_the_hub_set_matches_the_files(tmp_path: Path) -> None:
+    """HuggingFaceH4/mt_bench_prompts' columns (prompt: [turns], prompt_id, category, reference: [..]), built from
+    the local FastChat files, give the same prompt items."""
+    from imitlab.judge.sources import load_prompts
+
+    local = load_prompts("mt-bench", data=data_dir())
+    rows = [{"prompt": [p.prompt, "a second turn"], "prompt_id": int(p.id), "category": p.category,
+             "reference": [p.reference] if p.reference else []} for p in local]  # fmt: skip
+    datasets.Dataset.from_list(rows).save_to_disk(str(tmp_path / "mt"))
+    assert load_prompts("mt-bench", overrides={"mt-bench": str(tmp_path / "mt")}) == local
+    assert sum(p.reference is not None for p in local) == 30
+
+
+def test_alpaca_eval_hub_file_and_koala_variable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from imitlab.judge.sources import load_prompts
+
+    alpaca, koala = load_prompts("alpaca-eval", data=data_dir()), load_prompts("koala", data=data_dir())
+    calls = []
+    rows = [{"instruction": p.prompt, "dataset": p.category, "output": "", "generator": "x"} for p in alpaca]
+
+    def fake_load(path: str, name: str | None = None, *, split: str, data_files: str | None = None) -> Any:
+        calls.append((path, data_files, split))
+        return datasets.Dataset.from_list(rows)
+
+    monkeypatch.delenv("IMITLAB_DATA")
+    monkeypatch.setattr(datasets, "load_dataset", fake_load)
+    assert load_prompts("alpaca-eval") == alpaca
+    assert calls == [("json", "hf://datasets/tatsu-lab/alpaca_eval/alpaca_eval.json", "train")]
+    datasets.Dataset.from_list([{"id": p.id, "prompt": p.prompt} for p in koala]).to_parquet(
+        str(tmp_path / "k.parquet")
+    )
+    monkeypatch.undo()  # the real load_dataset reads the parquet file, which the variable names over the data dir
+    monkeypatch.setenv("IMITLAB_DATASET_KOALA", str(tmp_path / "k.parquet"))
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "cache")
+    assert load_prompts("koala") == koala
+
+
+def test_a_set_with_no_hub_copy_says_how_to_serve_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    from imitlab.judge.sources import load_prompts
+
+    monkeypatch.delenv("IMITLAB_DATA")
+    with pytest.raises(DataSourceError) as err:
+        load_prompts("vicuna80")
+    message = str(err.value)
+    assert message.startswith("vicuna80: neither --data-dir nor $IMITLAB_DATA is set. Pass --data-dir DIR")
+    assert "vicuna_bench/question.jsonl" in message and "IMITLAB_DATASET_VICUNA80=REF" in message
+
+
+def test_prompts_import_reads_datasets_sources_like_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """ShareGPT rows from a datasets folder give the prompts the JSON file gives; a hub id goes to load_dataset."""
+    from imitlab.prompts.importers import import_prompts
+
+    source = data_dir() / "sharegpt_prompts" / "ShareGPT_V3_filtered_500.json"
+    records = json.loads(source.read_text(encoding="utf-8"))[:40]
+    (tmp_path / "sg.json").write_text(json.dumps(records))
+    datasets.Dataset.from_list(records).save_to_disk(str(tmp_path / "sg"))
+    from_file = import_prompts([tmp_path / "sg.json"])
+    from_folder = import_prompts([tmp_path / "sg"])
+    assert [r.turns for r in from_folder.records] == [r.turns for r in from_file.records]
+    assert [r.id for r in from_folder.records] == [r.id for r in from_file.records]  # sg:N both ways
+    assert from_folder.formats == {str(tmp_path / "sg"): "sharegpt"}
+    calls = []
+
+    def fake_load(path: str, name: str | None = None, *, split: str) -> datasets.Dataset:
+        calls.append((path, name, split))
+        return datasets.Dataset.from_list([{"instruction": "Name a colour.", "input": "", "output": "Red."}])
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load)
+    hub = import_prompts(["hf:tatsu-lab/alpaca"], split="train")
+    assert calls == [("tatsu-lab/alpaca", None, "train")]
+    assert [(r.id, r.turns) for r in hub.records] == [("alpaca:1", ["Name a colour."])]

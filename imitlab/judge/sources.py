@@ -1,7 +1,8 @@
 """Prompt sets and answers for pairwise evaluation.
 
 Prompt sets: ``koala`` (180), ``vicuna80`` (80, 10 with GPT-4 references), ``mt-bench`` (first turns of 80,
-30 with GPT-4 references), ``alpaca-eval`` (805), or a JSON/JSONL file. Answers come from a file (JSON/JSONL,
+30 with GPT-4 references), ``alpaca-eval`` (805), or a JSON/JSONL file. Named sets come from the data directory,
+a ``datasets`` folder or the hub, as :mod:`imitlab.sources` finds them. Answers come from a file (JSON/JSONL,
 optionally gzipped) matched to prompts by id, or by prompt text when the file has no ids (AlpacaEval
 outputs); :func:`generate_answers` makes such a file from a model spec.
 """
@@ -10,14 +11,14 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Awaitable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from imitlab.config import data_dir
 from imitlab.errors import ImitlabError
 from imitlab.fileio import iter_records, repair_tail
+from imitlab.sources import HubRef, load_rows, locate
 
 if TYPE_CHECKING:
     from imitlab.models.api_model import APIModel
@@ -70,41 +71,96 @@ def _first(row: dict[str, Any], fields: tuple[str, ...]) -> tuple[str, Any] | No
 
 
 # -- prompt sets --------------------------------------------------------------------------------------
-def load_prompts(name: str, *, data: str | Path | None = None, limit: int | None = None) -> list[PromptItem]:
-    """A named prompt set from the data dir, or a JSON/JSONL file of ``{id?, prompt, reference?}`` rows."""
-    if name == "koala":
-        rows = read_records(_data(data, "koala_test_set/koala_test_set.jsonl"))
-        items = [PromptItem(str(r["id"]), r["prompt"]) for _, r in rows]
-    elif name == "vicuna80":
-        refs = _fastchat_refs(_data(data, "vicuna_bench/reference_answer_gpt-4.jsonl"))
-        items = [
-            PromptItem(str(r["question_id"]), r["text"], refs.get(str(r["question_id"])), r.get("category"))
-            for _, r in read_records(_data(data, "vicuna_bench/question.jsonl"))
-        ]
-    elif name == "mt-bench":
-        refs = _fastchat_refs(_data(data, "mt_bench/reference_answer/gpt-4.jsonl"))
-        items = [
-            PromptItem(str(r["question_id"]), r["turns"][0], refs.get(str(r["question_id"])), r.get("category"))
-            for _, r in read_records(_data(data, "mt_bench/question.jsonl"))
-        ]
-    elif name == "alpaca-eval":
-        # The file has no ids: the row index is the id, and answers match by instruction text.
-        items = [
-            PromptItem(str(n - 1), r["instruction"], None, r.get("dataset"))
-            for n, r in read_records(_data(data, "alpaca_eval/alpaca_eval_instructions.jsonl"))
-        ]
+@dataclass(frozen=True)
+class _PromptSet:
+    """A named prompt set: its local files, and its rows as ``datasets`` gives them (the hub copy's columns when it
+    has one, else the local file's fields, for a datasets folder made from it)."""
+
+    files: tuple[str, ...]
+    local: Callable[[Path], list[PromptItem]]
+    rows: Callable[[list[dict[str, Any]]], list[PromptItem]]
+    hub: HubRef | None = None
+    split: str = "train"
+
+
+def _koala(root: Path) -> list[PromptItem]:
+    return _koala_rows([r for _, r in read_records(root / "koala_test_set/koala_test_set.jsonl")])
+
+
+def _koala_rows(rows: list[dict[str, Any]]) -> list[PromptItem]:
+    return [PromptItem(str(r["id"]), r["prompt"]) for r in rows]
+
+
+def _vicuna(root: Path) -> list[PromptItem]:
+    refs = _fastchat_refs(root / "vicuna_bench/reference_answer_gpt-4.jsonl")
+    return _vicuna_rows([r for _, r in read_records(root / "vicuna_bench/question.jsonl")], refs)
+
+
+def _vicuna_rows(rows: list[dict[str, Any]], refs: Mapping[str, str] | None = None) -> list[PromptItem]:
+    refs = refs or {}
+    return [PromptItem(str(r["question_id"]), r["text"], refs.get(str(r["question_id"])), r.get("category"))
+            for r in rows]  # fmt: skip
+
+
+def _mt_bench(root: Path) -> list[PromptItem]:
+    refs = _fastchat_refs(root / "mt_bench/reference_answer/gpt-4.jsonl")
+    return [
+        PromptItem(str(r["question_id"]), r["turns"][0], refs.get(str(r["question_id"])), r.get("category"))
+        for _, r in read_records(root / "mt_bench/question.jsonl")
+    ]
+
+
+def _mt_bench_hub(rows: list[dict[str, Any]]) -> list[PromptItem]:
+    """HuggingFaceH4/mt_bench_prompts rows {prompt: [turn, ...], prompt_id, category, reference: [str, ...]}."""
+    return [PromptItem(str(r["prompt_id"]), r["prompt"][0], (r.get("reference") or [None])[0], r.get("category"))
+            for r in rows]  # fmt: skip
+
+
+def _alpaca_eval(root: Path) -> list[PromptItem]:
+    return _alpaca_eval_rows([r for _, r in read_records(root / "alpaca_eval/alpaca_eval_instructions.jsonl")])
+
+
+def _alpaca_eval_rows(rows: list[dict[str, Any]]) -> list[PromptItem]:
+    # The set has no ids: the row index is the id, and answers match by instruction text.
+    return [PromptItem(str(n), r["instruction"], None, r.get("dataset")) for n, r in enumerate(rows)]
+
+
+_SETS = {
+    "koala": _PromptSet(("koala_test_set/koala_test_set.jsonl",), _koala, _koala_rows),
+    "vicuna80": _PromptSet(("vicuna_bench/question.jsonl", "vicuna_bench/reference_answer_gpt-4.jsonl"), _vicuna,
+                           _vicuna_rows),
+    "mt-bench": _PromptSet(("mt_bench/question.jsonl", "mt_bench/reference_answer/gpt-4.jsonl"), _mt_bench,
+                           _mt_bench_hub, HubRef("HuggingFaceH4/mt_bench_prompts")),
+    # the hub repo's loading script is refused by datasets >= 4, so its data file is read directly
+    "alpaca-eval": _PromptSet(("alpaca_eval/alpaca_eval_instructions.jsonl",), _alpaca_eval, _alpaca_eval_rows,
+                              HubRef("hf://datasets/tatsu-lab/alpaca_eval/alpaca_eval.json")),
+}  # fmt: skip
+
+
+def load_prompts(
+    name: str, *, data: str | Path | None = None, limit: int | None = None, overrides: Mapping[str, str] | None = None
+) -> list[PromptItem]:
+    """A named prompt set, or a JSON/JSONL file of ``{id?, prompt, reference?}`` rows.
+
+    A named set is read as :mod:`imitlab.sources` finds it: ``overrides``/``$IMITLAB_DATASET_<NAME>``, else its
+    files under the data directory, else its hub copy (mt-bench, alpaca-eval)."""
+    if name in _SETS:
+        spec = _SETS[name]
+        located = locate(name, spec.files, spec.hub, data_dir=data, overrides=overrides)
+        if located.origin == "files":
+            items = spec.local(located.data_dir)  # type: ignore[arg-type]
+        else:
+            rows = load_rows(located, spec.split)
+            try:
+                items = spec.rows(rows)
+            except (KeyError, TypeError, IndexError) as exc:
+                raise ImitlabError(f"{name}: {located.ref} rows lack a field the set needs ({type(exc).__name__}: "
+                                   f"{exc})") from None  # fmt: skip
     elif Path(name).is_file():
         items = _prompt_file(Path(name))
     else:
         raise ImitlabError(f"unknown prompt set {name!r}: use one of {', '.join(PROMPT_SETS)} or a JSON/JSONL file")
     return items[:limit] if limit else items
-
-
-def _data(data: str | Path | None, rel: str) -> Path:
-    path = data_dir(data) / rel
-    if not path.is_file():
-        raise ImitlabError(f"data file not found: {path}")
-    return path
 
 
 def _fastchat_refs(path: Path) -> dict[str, str]:

@@ -9,6 +9,11 @@
 ``text``       a ``.txt`` file, one prompt per line
 =============  =====================================================================================
 
+The same formats are read through ``datasets`` (rows instead of JSON records) from a hub dataset
+(``hf:OWNER/NAME[:CONFIG]``, e.g. ``hf:tatsu-lab/alpaca`` or a ShareGPT-style repo), one hub data file
+(``hf://datasets/OWNER/NAME/FILE``), a folder written by ``save_to_disk``, a folder of data files or a
+``.parquet`` file; ``split`` picks the split (default ``train``). See :mod:`imitlab.sources`.
+
 ``turns="first"`` keeps the first user turn of each record; ``turns="all"`` keeps every user turn, and
 the teacher then answers them one after another as a multi-turn conversation. JSON files may be JSONL
 or a JSON array, optionally gzipped. Records without any user text are skipped and counted; records
@@ -19,11 +24,13 @@ from __future__ import annotations
 
 import os
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from imitlab.prompts.schema import PromptFormatError, PromptRecord, iter_json_records, open_text
+from imitlab.sources import Located, load_rows, parse_ref
 
 Format = Literal["auto", "sharegpt", "alpaca", "openai", "field", "text"]
 FORMATS: tuple[str, ...] = ("auto", "sharegpt", "alpaca", "openai", "field", "text")
@@ -117,15 +124,28 @@ def _user_turns(obj: Any, fmt: str, where: str) -> tuple[list[str], str | None]:
     raise PromptFormatError(f"{where}: unknown format {fmt!r}; expected one of {', '.join(FORMATS[1:])}")
 
 
+def is_dataset_ref(source: str | os.PathLike[str]) -> bool:
+    """Read through ``datasets``: a hub reference, a folder (save_to_disk or data files) or a parquet file."""
+    text = os.fspath(source)
+    return text.startswith("hf:") or Path(text).is_dir() or text.endswith(".parquet")
+
+
 def import_file(
-    path: str | os.PathLike[str], *, fmt: Format = "auto", turns: TurnMode = "first", result: ImportResult | None = None
+    path: str | os.PathLike[str],
+    *,
+    fmt: Format = "auto",
+    turns: TurnMode = "first",
+    result: ImportResult | None = None,
+    split: str = "train",
 ) -> ImportResult:
-    """Import one file. Ids are ``<file stem>:<line or record number>`` (stable across re-imports);
-    the record's own id, if any, is kept in ``meta.orig_id``."""
-    path = Path(path)
+    """Import one file or ``datasets`` source. Ids are ``<file stem>:<line or record number>`` (stable across
+    re-imports); the record's own id, if any, is kept in ``meta.orig_id``."""
     result = result or ImportResult(records=[])
     if fmt not in FORMATS:
         raise PromptFormatError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
+    if is_dataset_ref(path):
+        return _import_rows(os.fspath(path), fmt, turns, result, split)
+    path = Path(path)
     stem = path.name.removesuffix(".gz").rsplit(".", 1)[0]
     if fmt == "text" or (fmt == "auto" and path.name.removesuffix(".gz").endswith(".txt")):
         result.formats[str(path)] = "text"
@@ -136,8 +156,31 @@ def import_file(
                 else:
                     result.skipped["blank line"] += 1
         return result
+    detected = _add_records(iter_json_records(path), stem, path.name, fmt, turns, result)
+    result.formats[str(path)] = detected or fmt
+    return result
+
+
+def _import_rows(text: str, fmt: Format, turns: TurnMode, result: ImportResult, split: str) -> ImportResult:
+    """Rows of a ``datasets`` source, read as records of the same formats."""
+    if fmt == "text":
+        raise PromptFormatError(f"{text}: the text format is for .txt files; rows need a JSON format")
+    ref = parse_ref(text, "prompts")
+    name = ref.path.rstrip("/").rsplit("/", 1)[-1] if not isinstance(ref, Path) else ref.name
+    stem = name.split(".")[0] or "dataset"
+    rows = load_rows(Located(stem, "datasets", ref=ref), split)
+    numbered = ((f"{ref} row {n}", n, row) for n, row in enumerate(rows, 1))
+    detected = _add_records(numbered, stem, str(ref), fmt, turns, result)
+    result.formats[str(ref)] = detected or fmt
+    return result
+
+
+def _add_records(
+    records: Iterator[tuple[str, int, Any]], stem: str, source: str, fmt: Format, turns: TurnMode, result: ImportResult
+) -> str | None:
+    """Append one prompt per record (numbered ``stem:N``); returns the format detected from the first record."""
     detected: str | None = None if fmt == "auto" else fmt
-    for where, number, obj in iter_json_records(path):
+    for where, number, obj in records:
         if detected is None:
             detected = detect_format(obj, where)
         user, system = _user_turns(obj, detected, where)
@@ -152,28 +195,34 @@ def import_file(
             PromptRecord(
                 id=f"{stem}:{number}",
                 turns=user if turns == "all" else user[:1],
-                source=path.name,
+                source=source,
                 system=system,
                 meta=meta,
             )
         )
-    result.formats[str(path)] = detected or fmt
-    return result
+    return detected
 
 
 def import_prompts(
-    paths: list[str | os.PathLike[str]], *, fmt: Format = "auto", turns: TurnMode = "first", dedupe: bool = True
+    paths: list[str | os.PathLike[str]],
+    *,
+    fmt: Format = "auto",
+    turns: TurnMode = "first",
+    dedupe: bool = True,
+    split: str = "train",
 ) -> ImportResult:
-    """Import several files into one prompt set. An empty result is an error, not an empty success.
+    """Import several files or ``datasets`` sources into one prompt set. An empty result is an error, not an empty
+    success.
 
-    ``dedupe`` drops prompts whose turns repeat an earlier prompt exactly (counted in ``skipped``)."""
+    ``dedupe`` drops prompts whose turns repeat an earlier prompt exactly (counted in ``skipped``); ``split`` is
+    the split read from ``datasets`` sources."""
     if turns not in ("first", "all"):
         raise PromptFormatError(f"turns must be 'first' or 'all', not {turns!r}")
     if not paths:
         raise PromptFormatError("no input files given")
     result = ImportResult(records=[])
     for path in paths:
-        import_file(path, fmt=fmt, turns=turns, result=result)
+        import_file(path, fmt=fmt, turns=turns, result=result, split=split)
     ids = Counter(r.id for r in result.records)
     clash = [i for i, c in ids.items() if c > 1]
     if clash:  # two inputs with the same file stem
