@@ -371,6 +371,31 @@ def data_subset(
     _summary(f"subsets -> {out}", {_budget_name(int(b)): v for b, v in report["subsets"].items()})
 
 
+@data_app.command("export")
+def data_export(
+    inp: InOpt,
+    out: Annotated[Path, typer.Option("--out", help="The datasets folder to write (save_to_disk + README.md card).")],
+    push_to_hub: Annotated[
+        str | None, typer.Option(help="Also push it to this hub dataset repo (OWNER/NAME); needs a token.")
+    ] = None,
+    private: Annotated[bool, typer.Option(help="With --push-to-hub: create the repo private.")] = False,
+) -> None:
+    """Export an imitation set as a datasets folder in TRL's conversational format (messages), manifest as card."""
+    from imitlab.data.export import export_dataset
+
+    if push_to_hub:
+        from imitlab.hub import check_push
+
+        check_push(push_to_hub, "the imitation set")  # before anything is written
+    summary = export_dataset(inp, out)
+    rows: dict[str, object] = {"records": summary["records"], "columns": ", ".join(summary["columns"])}
+    if push_to_hub:
+        from imitlab.hub import push_dataset
+
+        rows["pushed to"] = push_dataset(out, push_to_hub, private=private)
+    _summary(f"exported -> {out}", rows)
+
+
 def _budget_name(n: int) -> str:
     for unit, size in (("M", 1_000_000), ("k", 1000)):
         if n >= size and n % size == 0:

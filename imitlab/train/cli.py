@@ -44,11 +44,20 @@ def train_cmd(
         str, typer.Option(envvar="IMITLAB_REPORT_TO", help="Trackers: none | tensorboard | wandb | mlflow (or a list).")
     ] = "none",
     run_name: Annotated[str | None, typer.Option(help="The run's name in the trackers (default: --out name).")] = None,
+    push_to_hub: Annotated[
+        str | None, typer.Option(help="Push the student (LoRA merged) to this hub model repo, OWNER/NAME.")
+    ] = None,
+    private: Annotated[bool, typer.Option(help="With --push-to-hub: create the repo private.")] = False,
     cache: Annotated[Path | None, typer.Option("--cache", help="Cache root.")] = None,
 ) -> None:
     """Fine-tune a student on teacher conversations (loss on the teacher's tokens only)."""
     from imitlab.data.subset import parse_budget
     from imitlab.train.launch import launch
+
+    if push_to_hub:  # checked before hours of training, not after
+        from imitlab.train.push import check_train_push
+
+        check_train_push(push_to_hub, save)
 
     config = TrainConfig(
         base=base, data=str(data), out=str(out), tokens=parse_budget(tokens) if tokens else None,
@@ -71,3 +80,7 @@ def train_cmd(
         f"  {packing_stats.get('conversations')} conversations, {packing_stats.get('tokens')} tokens "
         f"({packing_stats.get('loss_tokens')} with loss), packing efficiency {packing_stats.get('packing_efficiency')}"
     )
+    if push_to_hub:
+        from imitlab.train.push import push_student
+
+        console.print(f"  pushed to {push_student(out, manifest, push_to_hub, private=private)}", soft_wrap=True)
