@@ -60,8 +60,8 @@ def _item(subject: str, number: int, question: str, options: list[str], answer: 
 
 
 def _hub_items(rows: list[dict[str, Any]]) -> list[Item]:
-    """cais/mmlu rows {question, subject, choices, answer: 0-3}; ids number each subject's rows from 1 in order,
-    as the CSV line numbers do."""
+    """cais/mmlu rows {question, subject, choices, answer: 0-3}; ids number each subject's rows from 1 in order
+    (the CSV's ids are line numbers, which skip where a question spans several lines)."""
     seen: Counter[str] = Counter()
     items = []
     for row in rows:
