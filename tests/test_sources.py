@@ -276,3 +276,22 @@ def test_prompts_import_reads_datasets_sources_like_files(tmp_path: Path, monkey
     hub = import_prompts(["hf:tatsu-lab/alpaca"], split="train")
     assert calls == [("tatsu-lab/alpaca", None, "train")]
     assert [(r.id, r.turns) for r in hub.records] == [("alpaca:1", ["Name a colour."])]
+
+
+def test_completions_scored_against_a_datasets_copy_of_humaneval(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`eval --completions` finds its problems the same way: three canonical solutions pass against the copy."""
+    from imitlab.evals.completions import CompletionsConfig, score_completions
+
+    problems = open_task_data(get_task("humaneval"), data_dir()).items()[:3]
+    datasets.Dataset.from_list([{k: v for k, v in p.items() if k != "id"} for p in problems]).save_to_disk(
+        str(tmp_path / "he")
+    )
+    samples = tmp_path / "samples.jsonl"
+    samples.write_text("".join(json.dumps({"task_id": p["task_id"], "completion": p["canonical_solution"]}) + "\n"
+                               for p in problems))  # fmt: skip
+    monkeypatch.delenv("IMITLAB_DATA")
+    monkeypatch.setenv("IMITLAB_DATASET_HUMANEVAL", str(tmp_path / "he"))
+    summary = score_completions(CompletionsConfig(samples, tmp_path / "out", bench="humaneval"))
+    assert (summary["n_problems"], summary["passed_records"], summary["problems_from"]) == (3, 3, str(tmp_path / "he"))

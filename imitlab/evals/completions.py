@@ -29,9 +29,9 @@ from typing import Any
 
 import numpy as np
 
-from imitlab.config import data_dir as find_data_dir
 from imitlab.errors import ImitlabError
 from imitlab.evals import metrics, sandbox
+from imitlab.evals.data import open_task_data
 from imitlab.evals.task import Item, Task, check_files, get_task
 from imitlab.fileio import atomic_write_text, iter_records, sha256_file
 from imitlab.stats import bootstrap_ci
@@ -109,11 +109,14 @@ def _load_problems(config: CompletionsConfig) -> _Problems:
             sha256_file(config.problems),
         )  # fmt: skip
     task = get_task(config.bench or "humaneval")
-    data = find_data_dir(config.data_dir)
-    files = check_files(task, data)
-    items = task.load(data)
-    digest = sha256_file(files[0]) if files and files[0].is_file() else None
-    return _Problems(task.name, task.kind, {str(item["id"]): item for item in items}, str(data), digest, task)
+    source = open_task_data(task, config.data_dir)  # the local files, else a datasets source (imitlab.sources)
+    items = source.items()
+    if source.located.data_dir is not None:
+        files = check_files(task, source.located.data_dir)
+        where, digest = str(source.located.data_dir), sha256_file(files[0]) if files[0].is_file() else None
+    else:
+        where, digest = str(source.located.ref), source.sha256()
+    return _Problems(task.name, task.kind, {str(item["id"]): item for item in items}, where, digest, task)
 
 
 def read_problem_file(path: Path) -> dict[str, Item]:
