@@ -13,7 +13,10 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "report": ("matplotlib",),
     "track": ("tensorboard",),
     "export": ("sentencepiece",),
+    "cluster": ("ray",),
 }
+
+_DISTRIBUTIONS = {"multipart": "python-multipart"}  # import names that differ from what pip installs
 
 
 class MissingExtraError(ImitlabError):
@@ -26,8 +29,6 @@ def require(extra: str, what: str, modules: tuple[str, ...] | None = None) -> No
     ``what`` says what needs it ("imitlab rate serve"), so the message reads as the user's own command.
     """
     wanted = modules if modules is not None else EXTRAS[extra]
-    missing = [m for m in wanted if importlib.util.find_spec(m) is None]
+    missing = [_DISTRIBUTIONS.get(m, m) for m in wanted if importlib.util.find_spec(m) is None]
     if missing:
-        raise MissingExtraError(
-            f"{what} needs {', '.join(missing)}, which is not installed: pip install 'imitlab[{extra}]'"
-        )
+        raise MissingExtraError(f"{what} needs {', '.join(missing)} (not installed): pip install 'imitlab[{extra}]'")

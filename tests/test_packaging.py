@@ -98,5 +98,5 @@ def test_a_missing_extra_names_what_to_install(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "uvicorn" else real(name, *a))
     with pytest.raises(MissingExtraError) as err:
         require("rate", "imitlab rate serve")
-    assert str(err.value) == "imitlab rate serve needs uvicorn, which is not installed: pip install 'imitlab[rate]'"
+    assert str(err.value) == "imitlab rate serve needs uvicorn (not installed): pip install 'imitlab[rate]'"
     require("report", "the study report's plots")  # installed here: no error

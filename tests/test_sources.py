@@ -198,9 +198,7 @@ def test_missing_datasets_package_names_the_extra(mmlu_folder: Path, monkeypatch
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "datasets" else real(name, *a))
-    with pytest.raises(
-        MissingExtraError, match=r"needs datasets, which is not installed: pip install 'imitlab\[data\]'"
-    ):
+    with pytest.raises(MissingExtraError, match=r"needs datasets \(not installed\): pip install 'imitlab\[data\]'"):
         open_task_data(get_task("mmlu"), None, {"mmlu": str(mmlu_folder)}).items()
 
 
