@@ -39,7 +39,21 @@ def train_cmd(
     device: Annotated[str, typer.Option(help="auto | cpu | cuda | mps (auto: the GPU when there is one).")] = "auto",
     dtype: Annotated[str, typer.Option(help="Mixed-precision compute: auto | bf16 | fp16 | fp32.")] = "auto",
     gradient_checkpointing: Annotated[bool, typer.Option(help="Trade compute for memory.")] = False,
-    processes: Annotated[int, typer.Option(help="Data-parallel processes (accelerate; gloo on CPU).")] = 1,
+    processes: Annotated[int, typer.Option(help="Data-parallel processes per node (accelerate; gloo on CPU).")] = 1,
+    nodes: Annotated[
+        int, typer.Option(help="Nodes in the run; start the same command on each with its --node-rank.")
+    ] = 1,
+    node_rank: Annotated[int, typer.Option(help="This node's rank, 0..nodes-1 (rank 0 writes the run's files).")] = 0,
+    master_addr: Annotated[str, typer.Option(help="Address of the rank-0 node, as the other nodes reach it.")] = (
+        "127.0.0.1"
+    ),
+    master_port: Annotated[int, typer.Option(help="Rendezvous port on the rank-0 node.")] = 29500,
+    accelerate_config: Annotated[
+        str | None, typer.Option(help="fsdp | deepspeed_zero2 | deepspeed_zero3 (packaged, GPUs only) or a YAML path.")
+    ] = None,
+    emit_sbatch: Annotated[
+        Path | None, typer.Option(help="Write a SLURM batch file for --nodes nodes x --processes GPUs; don't train.")
+    ] = None,
     report_to: Annotated[
         str, typer.Option(envvar="IMITLAB_REPORT_TO", help="Trackers: none | tensorboard | wandb | mlflow (or a list).")
     ] = "none",
@@ -52,7 +66,7 @@ def train_cmd(
 ) -> None:
     """Fine-tune a student on teacher conversations (loss on the teacher's tokens only)."""
     from imitlab.data.subset import parse_budget
-    from imitlab.train.launch import launch
+    from imitlab.train.launch import Rendezvous, launch
 
     if push_to_hub:  # checked before hours of training, not after
         from imitlab.train.push import check_train_push
@@ -68,7 +82,22 @@ def train_cmd(
         save=save, save_steps=save_steps, device=device, dtype=dtype, gradient_checkpointing=gradient_checkpointing,
         processes=processes, cache=str(cache) if cache else None,
     )  # fmt: skip
-    manifest = launch(config)
+    if emit_sbatch is not None:
+        from imitlab.fileio import atomic_write_text
+        from imitlab.train.launch import sbatch_script
+
+        script = sbatch_script(config, nodes, port=master_port, accelerate_config=accelerate_config)
+        atomic_write_text(emit_sbatch, script)
+        console.print(
+            f"[green]✓[/] wrote {emit_sbatch} ({nodes} node(s) x {processes} GPU(s)); run: sbatch {emit_sbatch}"
+        )
+        return
+    rendezvous = Rendezvous(nodes=nodes, node_rank=node_rank, master_addr=master_addr, master_port=master_port,
+                            accelerate_config=accelerate_config)  # fmt: skip
+    manifest = launch(config, rendezvous)
+    if node_rank != 0:
+        console.print(f"[green]✓[/] node {node_rank} of {nodes} finished; node 0 wrote {out}", soft_wrap=True)
+        return
     results = manifest.get("results", {})
     where = out / "model" if save != "none" else out
     console.print(f"[green]✓[/] trained {base} for {results.get('steps')} steps -> {where}", soft_wrap=True)

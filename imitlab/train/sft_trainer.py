@@ -245,8 +245,11 @@ def train(config: TrainConfig) -> dict[str, Any]:
 
     results["precision"] = {"device": describe(device), "dtype": dtype_name(dtype)}
     manifest: dict[str, Any] = {}
+    sharded = trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled
+    if sharded and config.save != "none":
+        _save_sharded(trainer, tokenizer, out / "model")  # every rank: gathering the shards is a collective
     if trainer.is_world_process_zero():
-        if config.save != "none":
+        if config.save != "none" and not sharded:
             _save_model(trainer.model, tokenizer, out / "model", merge=config.lora and config.merge_lora)
         manifest = _manifest(config, base_path, stats, eval_stats, budget, results, started, world)
         atomic_write_text(out / "manifest.json", json.dumps(manifest, indent=2))
@@ -276,6 +279,22 @@ def _save_model(model: Any, tokenizer: Any, dest: Path, *, merge: bool) -> None:
             model = model.merge_and_unload()
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
+
+
+def _save_sharded(trainer: Any, tokenizer: Any, dest: Path) -> None:
+    """FSDP/DeepSpeed weights gathered into one HF checkpoint by the Trainer (FULL_STATE_DICT, or ZeRO-3's
+    16-bit gather), written by rank 0 into a staging directory every rank names alike, then renamed."""
+    import shutil
+
+    staging = dest.parent / f".tmp-{dest.name}-gathered"
+    trainer.save_model(str(staging))
+    trainer.accelerator.wait_for_everyone()
+    if trainer.is_world_process_zero():
+        tokenizer.save_pretrained(staging)
+        if dest.exists():
+            shutil.rmtree(dest)
+        os.replace(staging, dest)
+    trainer.accelerator.wait_for_everyone()
 
 
 def _manifest(
