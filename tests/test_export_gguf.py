@@ -110,6 +110,6 @@ def test_bad_input_is_a_clear_error(tiny_model: Path, tmp_path: Path, monkeypatc
 
     real_find_spec = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "sentencepiece" else real_find_spec(n))
-    with pytest.raises(ImitlabError, match=r"needs sentencepiece; install it with: pip install 'imitlab\[export\]'"):
+    with pytest.raises(ImitlabError, match=r"needs sentencepiece \(not installed\): pip install 'imitlab\[export\]'"):
         export_gguf(tiny_model, out=tmp_path / "x.gguf")
     assert not (tmp_path / "x.gguf").exists()

@@ -6,6 +6,7 @@ import json
 from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
@@ -70,19 +71,30 @@ def test_report_to_is_checked_before_any_model_loads(monkeypatch: pytest.MonkeyP
 
     real_find_spec = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else real_find_spec(name))
-    with pytest.raises(ImitlabError, match="the wandb package is not installed; pip install wandb"):
+    missing = r"--report-to wandb needs wandb \(not installed\): pip install 'imitlab\[track\]'"
+    with pytest.raises(ImitlabError, match=missing):
         replace(config, report_to="tensorboard,wandb").validate()
 
 
 def test_sweep_names_each_training_run_by_cell_and_budget(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     import imitlab.train.launch
     from imitlab.study import sweep
-    from imitlab.study.stages import StageCache
     from imitlab.study.sweep_config import TrainSection
+
+    class RunNow:
+        """Stands in for the sweep's stage runner: runs the training stage at once, in tmp_path."""
+
+        def run(self, stage: str, key: dict, fn: Any) -> Path:
+            fn(tmp_path)
+            return tmp_path
+
+        def submit(self, stage: str, key: dict, fn: Any, **placement: Any) -> Path:
+            return self.run(stage, key, fn)
 
     launched: list[TrainConfig] = []
     monkeypatch.setattr(imitlab.train.launch, "launch", launched.append)
     monkeypatch.setenv("IMITLAB_REPORT_TO", "tensorboard")
-    config = SimpleNamespace(train=TrainSection(), seed=0, cache=None)
-    sweep._train("smollm2-135m-instruct", "broad", 1500, tmp_path / "data", config, StageCache(tmp_path))  # type: ignore[arg-type]
+    resources = SimpleNamespace(train=SimpleNamespace(cpus=1, gpus=0))
+    config = SimpleNamespace(train=TrainSection(), seed=0, cache=None, resources=resources)
+    sweep._train("smollm2-135m-instruct", "broad", 1500, tmp_path / "data", config, RunNow())  # type: ignore[arg-type]
     assert [(c.run_name, c.report_to) for c in launched] == [("smollm2-135m-instruct/broad/1500", "tensorboard")]

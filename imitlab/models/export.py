@@ -18,7 +18,6 @@ its hashes, the quantization, the llama.cpp version and the GGUF's sha256.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 import os
@@ -104,12 +103,10 @@ def find_checkpoint(run: str | Path) -> Path:
 
 
 def _check_converter_requirements() -> None:
+    from imitlab.extras import require
+
     # The converter imports sentencepiece for every llama-family model, even one with a BPE tokenizer.
-    missing = [m for m in ("sentencepiece",) if importlib.util.find_spec(m) is None]
-    if missing:
-        raise ImitlabError(
-            f"llama.cpp's converter needs {', '.join(missing)}; install it with: pip install 'imitlab[export]'"
-        )
+    require("export", "imitlab export gguf (llama.cpp's converter)")
 
 
 def _merge_adapter(adapter: Path, dest: Path) -> None:

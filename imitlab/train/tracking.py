@@ -10,7 +10,6 @@ the cell and budget, e.g. ``smollm2-135m-instruct/broad/1500``). TensorBoard log
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,12 +18,8 @@ from imitlab.errors import ImitlabError
 
 REPORT_TO_ENV = "IMITLAB_REPORT_TO"  # the default of --report-to, and what the sweep's training runs report to
 _TB_DIR_ENV = "TENSORBOARD_LOGGING_DIR"  # read by transformers' TensorBoardCallback when the Trainer is built
-# tracker -> (modules that provide it, any one will do; how to install it)
-TRACKERS: dict[str, tuple[tuple[str, ...], str]] = {
-    "tensorboard": (("tensorboard", "tensorboardX"), "pip install 'imitlab[track]'"),
-    "wandb": (("wandb",), "pip install wandb"),
-    "mlflow": (("mlflow",), "pip install mlflow"),
-}
+# tracker -> the module that provides it (all three come with the [track] extra; mlflow from mlflow-skinny)
+TRACKERS: dict[str, str] = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow"}
 
 
 def parse_report_to(value: str | None) -> list[str]:
@@ -32,12 +27,12 @@ def parse_report_to(value: str | None) -> list[str]:
     names = [n.strip() for n in (value or "none").split(",") if n.strip()]
     if names == ["none"] or not names:
         return []
+    from imitlab.extras import require
+
     for name in names:
         if name not in TRACKERS:
             raise ImitlabError(f"report_to: unknown tracker {name!r}; choose none or any of {', '.join(TRACKERS)}")
-        modules, install = TRACKERS[name]
-        if not any(importlib.util.find_spec(m) for m in modules):
-            raise ImitlabError(f"report_to {name}: the {name} package is not installed; {install}")
+        require("track", f"--report-to {name}", modules=(TRACKERS[name],))
     return names
 
 
