@@ -325,11 +325,17 @@ def demo(
 def sweep(
     config: Annotated[Path, typer.Argument(help="Sweep config (YAML); see docs/study.md.")],
     out: Annotated[Optional[Path], typer.Option(help="Run directory (default runs/<name>).")] = None,
+    executor: Annotated[
+        str, typer.Option(help="local: stages one by one here | ray: independent cells in parallel on a Ray cluster.")
+    ] = "local",
+    address: Annotated[
+        Optional[str], typer.Option(help="With --executor ray: the cluster (ray://HOST:10001, HOST:6379, auto).")
+    ] = None,
 ) -> None:
     """Run the grid (budgets x base models x broad/local data); every stage is cached and resumable."""
     from imitlab.study.sweep import sweep as run
 
-    results = run(config, out, console)
+    results = run(config, out, console, executor=executor, address=address)
     console.print(
         f"results: {len(results['models'])} models; stages run {len(results['run']['stages_run'])}, "
         f"reused {len(results['run']['stages_reused'])}"

@@ -43,6 +43,10 @@ def test_demo_config_is_valid(monkeypatch: pytest.MonkeyPatch) -> None:
         ({"eval": {"benches": ["nq_open", "humaneval"], "limit": {"nq_open": 5}}}, "no limit for 'humaneval'"),
         ({"eval": {"limit": 0}}, r"eval\.limit: give a positive"),
         ({"eval": {"benches": ["nq_open"], "limit": {"nq_open": -1}}}, r"eval\.limit\.nq_open: give a positive"),
+        ({"resources": {"train": {"gpu": 1}}}, r"resources\.train: unknown key 'gpu'"),
+        ({"resources": {"eval": {"gpus": -1}}}, r"resources\.eval\.gpus: give a number of at least 0, got -1"),
+        ({"resources": {"answers": {"cpus": "two"}}}, r"resources\.answers\.cpus: give a number"),
+        ({"resources": {"train": {"gpus": 1}}, "train": {"processes": 4}}, "needs 4 GPUs, not 1"),
     ],
 )
 def test_bad_config_fails_before_any_work_naming_the_key(patch: dict, message: str) -> None:
@@ -155,3 +159,33 @@ def test_teacher_is_scored_like_the_students_when_local(monkeypatch: pytest.Monk
     assert _teacher_mode(hosted) == "chat"  # a chat API is the only way into a hosted model
     forced = load_sweep_config({**BASE, "eval": {"teacher_mode": "chat"}})
     assert _teacher_mode(forced) == "chat"
+
+
+def test_resources_parse_and_a_bad_executor_fails_before_anything_is_written(tmp_path: Path) -> None:
+    from imitlab.study.sweep import run_sweep
+
+    config = load_sweep_config({**BASE, "resources": {"train": {"gpus": 2, "cpus": 4}, "eval": {"gpus": 0.5}},
+                                "train": {"processes": 2}})  # fmt: skip
+    assert (config.resources.train.gpus, config.resources.train.cpus) == (2, 4)
+    assert (config.resources.eval.gpus, config.resources.eval.cpus) == (0.5, 1.0)
+    assert (config.resources.answers.gpus, config.resources.answers.cpus) == (0.0, 1.0)
+    with pytest.raises(ImitlabError, match="--executor 'slurm': known executors are local, ray"):
+        run_sweep(config, tmp_path / "run", executor="slurm")
+    with pytest.raises(ImitlabError, match="--address is for --executor ray"):
+        run_sweep(config, tmp_path / "run", executor="local", address="127.0.0.1:6379")
+    assert not (tmp_path / "run").exists()
+
+
+def test_cli_passes_the_executor_and_address(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from imitlab.cli import app
+
+    config = tmp_path / "sweep.yaml"
+    config.write_text("name: x\nteacher: smollm2-135m-instruct\nbases: [smollm2-135m-instruct]\nbudgets: [100]\n"
+                      "data_kinds: [local]\n")  # fmt: skip
+    result = CliRunner().invoke(app, ["sweep", str(config), "--out", str(tmp_path / "run"), "--executor", "slurm"])
+    assert isinstance(result.exception, ImitlabError) and "known executors are local, ray" in str(result.exception)
+    result = CliRunner().invoke(app, ["sweep", str(config), "--out", str(tmp_path / "run"), "--address", "h:6379"])
+    assert isinstance(result.exception, ImitlabError) and "--address is for --executor ray" in str(result.exception)
+    assert not (tmp_path / "run").exists()

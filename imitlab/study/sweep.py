@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
@@ -26,7 +26,10 @@ from imitlab.errors import ImitlabError
 from imitlab.fileio import atomic_write_text, sha256_file
 from imitlab.models.api_model import APIModel
 from imitlab.study.stages import StageCache
-from imitlab.study.sweep_config import SweepConfig, expand, load_sweep_config
+from imitlab.study.sweep_config import StageResources, SweepConfig, expand, load_sweep_config
+
+if TYPE_CHECKING:
+    from imitlab.study.executors import Executor, Resources, StageRun
 
 log = logging.getLogger(__name__)
 
@@ -78,9 +81,25 @@ def _params_m(spec: str) -> float | None:
     return float(text[:-1]) * (1000 if text.endswith("B") else 1) if text[-1] in "MB" else None
 
 
-def run_sweep(config: SweepConfig, run_dir: Path, console: Console | None = None) -> dict[str, Any]:
-    """Run (or resume, or extend) the sweep in ``run_dir``; return the results it writes."""
+def run_sweep(
+    config: SweepConfig,
+    run_dir: Path,
+    console: Console | None = None,
+    executor: str = "local",
+    address: str | None = None,
+) -> dict[str, Any]:
+    """Run (or resume, or extend) the sweep in ``run_dir``; return the results it writes.
+
+    ``executor``: ``local`` runs the stages one after another in this process; ``ray`` runs the stages that need
+    no teacher as Ray tasks with the config's ``resources`` (on the cluster at ``address``, or on a one-machine
+    cluster it starts), independent cells in parallel (imitlab/study/executors.py).
+    """
+    from imitlab.study.executors import check_executor, make_executor
+
+    check_executor(executor, address)
     console = console or Console()
+    if executor != "local":
+        run_dir = run_dir.resolve()  # workers may start in another directory (or on another machine)
     run_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     atomic_write_text(run_dir / "sweep_config.json", json.dumps(asdict(config), indent=2))
@@ -88,10 +107,12 @@ def run_sweep(config: SweepConfig, run_dir: Path, console: Console | None = None
     data_dir = str(expand("${IMITLAB_DATA}", config.data_dir))
     models: list[dict[str, Any]] = []
     skipped: list[dict[str, Any]] = []
+    trains: dict[str, StageRun] = {}  # model id -> its training stage
 
-    with serve_teacher(config) as teacher:
-        console.print(f"[bold]teacher[/] {config.teacher} at {teacher.base_url}")
-        datasets = {kind: _dataset(kind, config, cache, teacher, data_dir) for kind in config.data_kinds}
+    with make_executor(executor, cache, address) as stages, serve_teacher(config) as teacher:
+        console.print(f"[bold]teacher[/] {config.teacher} at {teacher.base_url}; stages: {stages.name}")
+        data_runs = {kind: _dataset(kind, config, stages, teacher, data_dir) for kind in config.data_kinds}
+        datasets = {kind: run.result() for kind, run in data_runs.items()}  # token counts below read the data
         models.append(
             {
                 "id": "teacher",
@@ -125,21 +146,26 @@ def run_sweep(config: SweepConfig, run_dir: Path, console: Console | None = None
                         console.print(f"  [yellow]skipped[/] {base}/{kind}/{budget}: {note}")
                         skipped.append({"id": f"{base}/{kind}/{budget}", "reason": note})
                         continue
-                    train_dir = _train(base, kind, budget, data, config, cache)
+                    model_id = f"{base}/{kind}/{budget}"
+                    trains[model_id] = train = _train(base, kind, budget, data, config, stages)
+                    assert train.path is not None  # a training stage's key is known at submission
                     models.append(
                         {
-                            "id": f"{base}/{kind}/{budget}",
+                            "id": model_id,
                             "role": "imitation",
-                            "spec": f"hf:{train_dir / 'model'}",
+                            "spec": f"hf:{train.path / 'model'}",
                             "params_m": _params_m(base),
                             "base": base,
                             "data_kind": kind,
                             "tokens": budget,
-                            "dir": train_dir.name,
+                            "dir": train.path.name,
                         }
                     )
-        benchmarks = {m["id"]: _evaluate(m, config, cache, teacher, data_dir) for m in models}
-        preference, style, samples = _preferences(models, config, cache, teacher, data_dir)
+        evals = {m["id"]: _evaluate(m, config, stages, teacher, data_dir, trains.get(m["id"])) for m in models}
+        judged = _preferences(models, config, stages, teacher, data_dir, trains)
+        stages.join()  # every stage finished (or the first failure raised, after the others ended)
+        benchmarks = {model_id: _benchmarks(run.result()) for model_id, run in evals.items()}
+        preference, style, samples = _read_preferences(models, config, *judged)
 
     results = {
         "schema": "imitlab.study/1",
@@ -167,20 +193,20 @@ def run_sweep(config: SweepConfig, run_dir: Path, console: Console | None = None
 
 
 # -- data ---------------------------------------------------------------------------------------------
-def _dataset(kind: str, config: SweepConfig, cache: StageCache, teacher: Teacher, data_dir: str) -> Path:
-    if kind == "broad":
-        raw = _broad(config, cache, teacher)
-    else:
-        raw = _local(config, cache, teacher)
+def _dataset(kind: str, config: SweepConfig, stages: Executor, teacher: Teacher, data_dir: str) -> StageRun:
+    # Data stages run on the driver: collection and synthesis talk to the teacher, and decontamination is cheap.
+    raw = _broad(config, stages, teacher) if kind == "broad" else _local(config, stages, teacher)
+    assert raw.path is not None
     eval_sets = _eval_sets(config)
-    return cache.run(
+    return stages.submit(
         "decontaminate",
-        {"data": raw.name, "eval_sets": eval_sets},
-        lambda d: _decontaminate(raw, d, data_dir, eval_sets),
+        {"data": raw.path.name, "eval_sets": eval_sets},
+        functools.partial(_decontaminate, raw.path, data_dir=data_dir, eval_sets=eval_sets),
+        after=[raw],
     )
 
 
-def _broad(config: SweepConfig, cache: StageCache, teacher: Teacher) -> Path:
+def _broad(config: SweepConfig, stages: Executor, teacher: Teacher) -> StageRun:
     from imitlab.collect.config import CollectConfig
     from imitlab.collect.runner import collect
     from imitlab.prompts.importers import import_prompts
@@ -196,7 +222,9 @@ def _broad(config: SweepConfig, cache: StageCache, teacher: Teacher) -> Path:
         records = import_prompts(files).records[: config.broad.limit]
         write_prompt_set(d / "prompts.jsonl", records)
 
-    prompts = cache.run("prompts-broad", key, make_prompts)
+    prompts_run = stages.submit("prompts-broad", key, make_prompts)
+    prompts = prompts_run.path
+    assert prompts is not None
 
     def run_collect(d: Path) -> None:
         # The teacher's identity (its weights, never its server's port) keys the collection, so a sweep killed
@@ -213,7 +241,7 @@ def _broad(config: SweepConfig, cache: StageCache, teacher: Teacher) -> Path:
         )
         collect(cfg, model=teacher.model)
 
-    return cache.run(
+    return stages.submit(
         "collect-broad",
         {
             "prompts": prompts.name,
@@ -222,10 +250,11 @@ def _broad(config: SweepConfig, cache: StageCache, teacher: Teacher) -> Path:
             "seed": config.seed,
         },
         run_collect,
+        after=[prompts_run],
     )
 
 
-def _local(config: SweepConfig, cache: StageCache, teacher: Teacher) -> Path:
+def _local(config: SweepConfig, stages: Executor, teacher: Teacher) -> StageRun:
     from imitlab.data.dataset import write_dataset
     from imitlab.prompts.synthesize import SynthConfig, qa_conversations, synthesize_qa
 
@@ -250,7 +279,7 @@ def _local(config: SweepConfig, cache: StageCache, teacher: Teacher) -> Path:
             params={**asdict(config.local), "seed": config.seed},
         )
 
-    return cache.run("synthesize-local", key, run_synth)
+    return stages.submit("synthesize-local", key, run_synth)
 
 
 def _headline(bench: str) -> str:
@@ -268,7 +297,7 @@ def _eval_sets(config: SweepConfig) -> list[str]:
     return sorted({n for n in [*config.eval.benches, config.judge.prompts] if n in known})
 
 
-def _decontaminate(raw: Path, out: Path, data_dir: str, eval_sets: list[str]) -> None:
+def _decontaminate(raw: Path, out: Path, *, data_dir: str, eval_sets: list[str]) -> None:
     from imitlab.data.dataset import write_dataset
     from imitlab.data.decontaminate import DecontamConfig, decontaminate
     from imitlab.data.schema import read_conversations
@@ -309,102 +338,157 @@ def _tokenizer(base: str, cache: str | None) -> Any:
 
 
 # -- train --------------------------------------------------------------------------------------------
-def _train(base: str, kind: str, budget: int, data: Path, config: SweepConfig, cache: StageCache) -> Path:
+def _train(base: str, kind: str, budget: int, data: Path, config: SweepConfig, stages: Executor) -> StageRun:
+    t = config.train
+    key = {"base": base, "data": data.name, "tokens": budget, **asdict(t), "seed": config.seed}
+    run = functools.partial(_train_stage, base=base, run_name=f"{base}/{kind}/{budget}", budget=budget, data=data,
+                            config=config)  # fmt: skip
+    return stages.submit("train", key, run, where="worker", resources=_resources(config.resources.train))
+
+
+def _train_stage(d: Path, *, base: str, run_name: str, budget: int, data: Path, config: SweepConfig) -> None:
     from imitlab.train.launch import launch
     from imitlab.train.tracking import REPORT_TO_ENV
     from imitlab.train.train_config import TrainConfig
 
     t = config.train
-    key = {"base": base, "data": data.name, "tokens": budget, **asdict(t), "seed": config.seed}
-
-    def run(d: Path) -> None:
-        launch(
-            TrainConfig(
-                base=base,
-                data=str(data),
-                out=str(d),
-                tokens=budget,
-                block_size=t.block_size,
-                batch_size=t.batch_size,
-                learning_rate=t.learning_rate,
-                warmup_steps=t.warmup_steps,
-                scheduler=t.scheduler,
-                epochs=t.epochs,
-                lora=t.lora,
-                seed=config.seed,
-                save="steps",  # resumable: a killed train stage picks up its last checkpoint
-                save_steps=25,
-                cache=config.cache,
-                processes=t.processes,
-                # tracked (when $IMITLAB_REPORT_TO names a tracker) under the cell's id: base/kind/budget
-                report_to=os.environ.get(REPORT_TO_ENV, "none"),
-                run_name=f"{base}/{kind}/{budget}",
-            )
+    launch(
+        TrainConfig(
+            base=base,
+            data=str(data),
+            out=str(d),
+            tokens=budget,
+            block_size=t.block_size,
+            batch_size=t.batch_size,
+            learning_rate=t.learning_rate,
+            warmup_steps=t.warmup_steps,
+            scheduler=t.scheduler,
+            epochs=t.epochs,
+            lora=t.lora,
+            seed=config.seed,
+            save="steps",  # resumable: a killed train stage picks up its last checkpoint
+            save_steps=25,
+            cache=config.cache,
+            processes=t.processes,
+            # tracked (when $IMITLAB_REPORT_TO names a tracker) under the cell's id: base/kind/budget
+            report_to=os.environ.get(REPORT_TO_ENV, "none"),
+            run_name=run_name,
         )
+    )
 
-    return cache.run("train", key, run)
+
+def _resources(section: StageResources) -> Resources:
+    from imitlab.study.executors import Resources
+
+    return Resources(cpus=section.cpus, gpus=section.gpus)
 
 
 # -- evaluate -----------------------------------------------------------------------------------------
-def _evaluate(model: dict[str, Any], config: SweepConfig, cache: StageCache, teacher: Teacher, data_dir: str) -> Any:
+def _evaluate(
+    model: dict[str, Any],
+    config: SweepConfig,
+    stages: Executor,
+    teacher: Teacher,
+    data_dir: str,
+    train: StageRun | None,
+) -> StageRun:
+    """The model's benchmark stage: the teacher through its server on the driver, every other model on a worker."""
+    is_teacher = model["role"] == "teacher"
+    key = {"model": model["dir"] or model["spec"], **asdict(config.eval), "seed": config.seed}
+    run = functools.partial(
+        _eval_stage,
+        spec=model["spec"],
+        config=config,
+        data_dir=data_dir,
+        api_mode=_teacher_mode(config) if is_teacher else "chat",
+        model=teacher.model if is_teacher else None,  # the teacher is scored through its server
+    )
+    if is_teacher:
+        return stages.submit("eval", key, run)
+    after = [train] if train else []
+    return stages.submit("eval", key, run, where="worker", resources=_resources(config.resources.eval), after=after)
+
+
+def _eval_stage(d: Path, *, spec: str, config: SweepConfig, data_dir: str, api_mode: str, model: Any) -> None:
     from imitlab.evals import EvalConfig, run_eval
 
     e = config.eval
-    is_teacher = model["role"] == "teacher"
-    key = {"model": model["dir"] or model["spec"], **asdict(e), "seed": config.seed}
+    run_eval(
+        EvalConfig(
+            model=spec,
+            benches=e.benches,
+            out=d,
+            data_dir=Path(data_dir),
+            limit=e.limit,
+            seed=config.seed + 1234,
+            api_mode=api_mode,
+            batch_size=e.batch_size,
+            concurrency=config.teacher_concurrency,
+            cache=Path(config.cache) if config.cache else None,
+        ),
+        model=model,
+    )
 
-    def run(d: Path) -> None:
-        run_eval(
-            EvalConfig(
-                model=model["spec"],
-                benches=e.benches,
-                out=d,
-                data_dir=Path(data_dir),
-                limit=e.limit,
-                seed=config.seed + 1234,
-                api_mode=_teacher_mode(config) if is_teacher else "chat",
-                batch_size=e.batch_size,
-                concurrency=config.teacher_concurrency,
-                cache=Path(config.cache) if config.cache else None,
-            ),
-            model=teacher.model if is_teacher else None,  # the teacher is scored through its server
-        )
 
-    directory = cache.run("eval", key, run)
+def _benchmarks(directory: Path) -> dict[str, Any]:
     summary = json.loads((directory / "summary.json").read_text())
     return {b: {"n": s["n"], "metrics": s["metrics"], "methods": s.get("methods", {})} for b, s in summary.items()}
 
 
 # -- preference and style -----------------------------------------------------------------------------
-def _answers(model: dict[str, Any], config: SweepConfig, cache: StageCache, teacher: Teacher, data_dir: str) -> Path:
+def _answers(
+    model: dict[str, Any],
+    config: SweepConfig,
+    stages: Executor,
+    teacher: Teacher,
+    data_dir: str,
+    train: StageRun | None,
+) -> StageRun:
+    """The model's answers to the judge prompts: the teacher's from its server (driver), the others on a worker."""
     from imitlab.judge.sources import GenerationParams, generate_answers, load_prompts
-    from imitlab.models.generate import generate_answers_local
-    from imitlab.models.spec import parse_spec, resolve_hf
 
     j = config.judge
     prompts = load_prompts(j.prompts, data=data_dir, limit=j.limit)
     key = {"model": model["dir"] or model["spec"], "prompts": j.prompts, "limit": j.limit, "max_tokens": j.max_tokens}
+    if model["role"] == "teacher":
+        params = GenerationParams(max_tokens=j.max_tokens, parallel=config.teacher_concurrency)
 
-    def run(d: Path) -> None:
-        if model["role"] == "teacher":
-            params = GenerationParams(max_tokens=j.max_tokens, parallel=config.teacher_concurrency)
+        def teacher_answers(d: Path) -> None:
             generate_answers(teacher.model, prompts, d / "answers.jsonl", params)
-        else:
-            path = resolve_hf(parse_spec(model["spec"]), config.cache)
-            generate_answers_local(
-                path,
-                [(p.id, p.prompt) for p in prompts],
-                d / "answers.jsonl",
-                model_name=model["id"],
-                max_new_tokens=j.max_tokens,
-            )
 
-    return cache.run("answers", key, run) / "answers.jsonl"
+        return stages.submit("answers", key, teacher_answers)
+    run = functools.partial(
+        _local_answers_stage,
+        spec=model["spec"],
+        model_id=model["id"],
+        prompts=[(p.id, p.prompt) for p in prompts],
+        max_tokens=j.max_tokens,
+        cache=config.cache,
+    )
+    after = [train] if train else []
+    resources = _resources(config.resources.answers)
+    return stages.submit("answers", key, run, where="worker", resources=resources, after=after)
+
+
+def _local_answers_stage(
+    d: Path, *, spec: str, model_id: str, prompts: list[tuple[str, str]], max_tokens: int, cache: str | None
+) -> None:
+    from imitlab.models.generate import generate_answers_local
+    from imitlab.models.spec import parse_spec, resolve_hf
+
+    path = resolve_hf(parse_spec(spec), cache)
+    generate_answers_local(path, prompts, d / "answers.jsonl", model_name=model_id, max_new_tokens=max_tokens)
 
 
 def _preferences(
-    models: list[dict[str, Any]], config: SweepConfig, cache: StageCache, teacher: Teacher, data_dir: str
-) -> tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]:
+    models: list[dict[str, Any]],
+    config: SweepConfig,
+    stages: Executor,
+    teacher: Teacher,
+    data_dir: str,
+    trains: dict[str, StageRun],
+) -> tuple[dict[str, StageRun], dict[str, StageRun], StageRun | None]:
+    """Submit the answers of every model, the judge of each against the teacher, and the style table."""
     from imitlab.judge.pairwise import JudgeConfig, run_judge
     from imitlab.judge.sources import GenerationParams
     from imitlab.judge.style import StyleConfig, run_style
@@ -414,26 +498,29 @@ def _preferences(
     judge_spec = config.teacher if judge_is_teacher else j.judge
     # the teacher's open model serves as judge and as the style table's second teacher sample
     judge_model = teacher.model if judge_is_teacher else None
-    answers = {m["id"]: _answers(m, config, cache, teacher, data_dir) for m in models}
-    teacher_answers = answers["teacher"]
-    preference: dict[str, Any] = {}
+    answers = {m["id"]: _answers(m, config, stages, teacher, data_dir, trains.get(m["id"])) for m in models}
+    teacher_run = answers["teacher"]
+    judges: dict[str, StageRun] = {}
     for m in models:
         if m["role"] == "teacher":
             continue
-        key = {
-            "a": sha256_file(answers[m["id"]]),
-            "b": sha256_file(teacher_answers),
-            "judge": judge_spec,
-            "judge_max_tokens": j.judge_max_tokens,
-            "prompts": j.prompts,
-            "limit": j.limit,
-        }
+        mine = answers[m["id"]]
 
-        def run(d: Path, a: Path = answers[m["id"]]) -> None:
+        def key(mine: StageRun = mine) -> dict[str, Any]:  # answers' hashes: known once they are written
+            return {
+                "a": sha256_file(mine.result() / "answers.jsonl"),
+                "b": sha256_file(teacher_run.result() / "answers.jsonl"),
+                "judge": judge_spec,
+                "judge_max_tokens": j.judge_max_tokens,
+                "prompts": j.prompts,
+                "limit": j.limit,
+            }
+
+        def run(d: Path, mine: StageRun = mine) -> None:
             run_judge(
                 JudgeConfig(
-                    a=str(a),
-                    b=str(teacher_answers),
+                    a=str(mine.result() / "answers.jsonl"),
+                    b=str(teacher_run.result() / "answers.jsonl"),
                     prompts=j.prompts,
                     judge=judge_spec,
                     out=d,
@@ -445,38 +532,25 @@ def _preferences(
                 judge=judge_model,
             )
 
-        judge_dir = cache.run("judge", key, run)
-        summary = json.loads((judge_dir / "summary.json").read_text())
-        rates = summary.get("rates", {})
-        preference[m["id"]] = {
-            "judge": {
-                "spec": judge_spec,
-                "stage": f"stages/{judge_dir.name}",  # its pairs.jsonl is what people rate (imitlab rate)
-                "n": summary.get("n_pairs"),
-                "unparsed": summary.get("counts", {}).get("unparsed"),
-                # share of calls that picked the first / second position: a judge that always picks one
-                # position ranks the order, not the answers
-                "position_bias": summary.get("position_bias"),
-                **rates,
-            },
-            "human": None,
-        }
-    style: dict[str, Any] = {}
+        judges[m["id"]] = stages.submit("judge", key, run, after=[mine, teacher_run])
+    style = None
     if j.style:
-        others = {m["id"]: str(answers[m["id"]]) for m in models if m["role"] != "teacher"}
-        key = {
-            "answers": {k: sha256_file(v) for k, v in others.items()},
-            "teacher": sha256_file(teacher_answers),
-            "judge": judge_spec,
-            "prompts": j.prompts,
-            "limit": j.limit,
-        }
+        others = {m["id"]: answers[m["id"]] for m in models if m["role"] != "teacher"}
+
+        def style_key() -> dict[str, Any]:
+            return {
+                "answers": {k: sha256_file(v.result() / "answers.jsonl") for k, v in others.items()},
+                "teacher": sha256_file(teacher_run.result() / "answers.jsonl"),
+                "judge": judge_spec,
+                "prompts": j.prompts,
+                "limit": j.limit,
+            }
 
         def run_s(d: Path) -> None:
             run_style(
                 StyleConfig(
-                    teacher=str(teacher_answers),
-                    models=others,
+                    teacher=str(teacher_run.result() / "answers.jsonl"),
+                    models={k: str(v.result() / "answers.jsonl") for k, v in others.items()},
                     prompts=j.prompts,
                     out=d,
                     teacher2=config.teacher,
@@ -490,7 +564,40 @@ def _preferences(
                 models={config.teacher: teacher.model},
             )
 
-        table = json.loads((cache.run("style", key, run_s) / "style.json").read_text())["columns"]
+        style = stages.submit("style", style_key, run_s, after=[teacher_run, *others.values()])
+    return answers, judges, style
+
+
+def _read_preferences(
+    models: list[dict[str, Any]],
+    config: SweepConfig,
+    answers: dict[str, StageRun],
+    judges: dict[str, StageRun],
+    style_run: StageRun | None,
+) -> tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]:
+    j = config.judge
+    judge_spec = config.teacher if not j.judge or j.judge == config.teacher else j.judge
+    preference: dict[str, Any] = {}
+    for model_id, run in judges.items():
+        judge_dir = run.result()
+        summary = json.loads((judge_dir / "summary.json").read_text())
+        rates = summary.get("rates", {})
+        preference[model_id] = {
+            "judge": {
+                "spec": judge_spec,
+                "stage": f"stages/{judge_dir.name}",  # its pairs.jsonl is what people rate (imitlab rate)
+                "n": summary.get("n_pairs"),
+                "unparsed": summary.get("counts", {}).get("unparsed"),
+                # share of calls that picked the first / second position: a judge that always picks one
+                # position ranks the order, not the answers
+                "position_bias": summary.get("position_bias"),
+                **rates,
+            },
+            "human": None,
+        }
+    style: dict[str, Any] = {}
+    if style_run is not None:
+        table = json.loads((style_run.result() / "style.json").read_text())["columns"]
         for column, metrics in table.items():
             style["teacher#2" if column == "teacher2" else column] = {
                 "list_when_teacher_lists": metrics.get("list_when_teacher"),
@@ -499,7 +606,7 @@ def _preferences(
                 "length_pearson": metrics.get("length_pearson"),
                 "authoritative_tone": metrics.get("authoritative_tone"),
             }
-    samples = _samples(answers, limit=4)
+    samples = _samples({m["id"]: answers[m["id"]].result() / "answers.jsonl" for m in models}, limit=4)
     return preference, style, samples
 
 
@@ -519,7 +626,13 @@ def _samples(answers: dict[str, Path], limit: int) -> list[dict[str, Any]]:
     return out
 
 
-def sweep(config_path: str | Path, run_dir: str | Path | None = None, console: Console | None = None) -> dict[str, Any]:
+def sweep(
+    config_path: str | Path,
+    run_dir: str | Path | None = None,
+    console: Console | None = None,
+    executor: str = "local",
+    address: str | None = None,
+) -> dict[str, Any]:
     """Load and check the config (before any work), then run the sweep."""
     config = load_sweep_config(config_path)
-    return run_sweep(config, Path(run_dir) if run_dir else Path("runs") / config.name, console)
+    return run_sweep(config, Path(run_dir) if run_dir else Path("runs") / config.name, console, executor, address)

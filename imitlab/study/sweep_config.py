@@ -74,6 +74,24 @@ class JudgeSection:
 
 
 @dataclass
+class StageResources:
+    """What one stage asks of a cluster worker (Ray's num_cpus / num_gpus; fractions share a device)."""
+
+    cpus: float = 1.0
+    gpus: float = 0.0
+
+
+@dataclass
+class ResourcesSection:
+    """Per-stage requirements under ``imitlab sweep --executor ray`` (the local executor runs stages in its own
+    process and ignores them). On GPUs a training cell asks for ``train.processes`` GPUs, one per process."""
+
+    train: StageResources = field(default_factory=StageResources)
+    eval: StageResources = field(default_factory=StageResources)
+    answers: StageResources = field(default_factory=StageResources)
+
+
+@dataclass
 class SweepConfig:
     name: str
     teacher: str
@@ -85,6 +103,7 @@ class SweepConfig:
     train: TrainSection = field(default_factory=TrainSection)
     eval: EvalSection = field(default_factory=EvalSection)
     judge: JudgeSection = field(default_factory=JudgeSection)
+    resources: ResourcesSection = field(default_factory=ResourcesSection)
     teacher_concurrency: int = 4
     seed: int = 0
     data_dir: str | None = None
@@ -137,12 +156,27 @@ def load_sweep_config(source: str | Path | dict[str, Any]) -> SweepConfig:
     for name, cls in _SECTIONS.items():
         if name in raw:
             raw[name] = _build(cls, raw[name] or {}, f"{where}: {name}")
+    if "resources" in raw:
+        raw["resources"] = _build_resources(raw["resources"] or {}, f"{where}: resources")
     missing = [k for k in ("name", "teacher", "bases", "budgets") if k not in raw]
     if missing:
         raise ImitlabError(f"{where}: missing required key(s) {', '.join(missing)}")
     config = _build(SweepConfig, raw, where)
     check(config, where)
     return config
+
+
+def _build_resources(raw: Any, where: str) -> ResourcesSection:
+    section = _build(ResourcesSection, raw, where)
+    for name in ("train", "eval", "answers"):
+        given = getattr(section, name)
+        stage = given if isinstance(given, StageResources) else _build(StageResources, given or {}, f"{where}.{name}")
+        for item in ("cpus", "gpus"):
+            value = getattr(stage, item)
+            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+                raise ImitlabError(f"{where}.{name}.{item}: give a number of at least 0, got {value!r}")
+        setattr(section, name, stage)
+    return section
 
 
 def check(config: SweepConfig, where: str) -> None:
@@ -174,6 +208,12 @@ def check(config: SweepConfig, where: str) -> None:
             get_task(bench)
         except ImitlabError as exc:
             raise ImitlabError(f"{where}: eval.benches: {exc}") from None
+    train_gpus, processes = config.resources.train.gpus, config.train.processes
+    if train_gpus and processes > 1 and train_gpus != processes:
+        raise ImitlabError(
+            f"{where}: resources.train.gpus: train.processes is {processes}, one process per GPU, so a training "
+            f"cell needs {processes} GPUs, not {train_gpus:g}"
+        )
     limits = config.eval.limit if isinstance(config.eval.limit, dict) else {"": config.eval.limit}
     benches = ", ".join(config.eval.benches)
     if isinstance(config.eval.limit, dict):
