@@ -31,6 +31,7 @@ from typing import Any
 from imitlab.errors import ImitlabError
 from imitlab.fileio import atomic_path, atomic_write_text, sha256_file
 from imitlab.train.packing import PackStats, build_rows, collate
+from imitlab.train.progress import rich_progress_callback
 from imitlab.train.tracking import parse_report_to, tracker_environment
 from imitlab.train.train_config import TrainConfig
 
@@ -215,7 +216,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
         run_name=run_name,
         dataloader_num_workers=0,
         remove_unused_columns=False,
-        disable_tqdm=not _is_main(),
+        disable_tqdm=True,  # imitlab.train.progress draws a bar with tokens/s and ETA instead of tqdm's
     )
     metrics_path = out / "metrics.jsonl"
     tokens_per_step = config.batch_size * config.grad_accum * world * config.block_size
@@ -227,7 +228,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
             train_dataset=rows,
             eval_dataset=eval_rows,
             data_collator=collate(tokenizer.pad_token_id),
-            callbacks=[writer.callback],
+            callbacks=[writer.callback, rich_progress_callback(tokens_per_step, enabled=_is_main())],
         )
     checkpoints = sorted((out / "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
     resume = str(checkpoints[-1]) if checkpoints and config.save == "steps" else None
