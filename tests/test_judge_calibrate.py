@@ -23,6 +23,7 @@ from imitlab.models.api_model import open_model
 from imitlab.models.engine import EngineSettings
 from tests.fake_logprob_server import FakeLogprobJudge
 
+
 def _slots(messages: list[dict[str, str]]) -> tuple[str, str]:
     text = messages[-1]["content"]
     a = re.search(r"\[Answer A\]\n(.*?)\n\[End of Answer A\]", text, re.S).group(1)
@@ -159,3 +160,26 @@ def test_bad_recorded_file_names_file_and_item(tmp_path: Path) -> None:
     (path / "gpt-3.5-turbo-0301.json.gz").write_bytes(gzip.compress(json.dumps(bad).encode()))
     with pytest.raises(ImitlabError, match=r"gpt-3.5-turbo-0301.json.gz: item 2: field 'preference'"):
         load_recorded(root, ("alpaca_eval",))
+
+
+def test_calibrate_cli_reads_llama_cpp_logprobs(smollm2_server, tmp_path: Path) -> None:
+    """The real path: llama.cpp's server returns top log-probabilities in a form the engine reads, and the CLI
+    writes calibration.json with both verdicts. (SmolLM2-135M rarely opens its reply with a verdict, so what is
+    checked is the plumbing, not the judge.)"""
+    import subprocess
+    import sys
+
+    imitlab = str(Path(sys.executable).parent / "imitlab")
+    out = tmp_path / "cal"
+    done = subprocess.run(
+        [imitlab, "judge", "calibrate", "--judge", "openai:smollm2-135m-instruct", "--base-url",
+         smollm2_server.base_url, "--n", "2", "--max-words", "30", "--logprobs", "--out", str(out),
+         "--cache", str(tmp_path)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "probability verdict" in done.stdout and "agreement with GPT-4" in done.stdout
+    result = json.loads((out / "calibration.json").read_text())
+    assert result["sample"]["n"] == 2 and result["logprob"]["n"] == 2
+    rows = [json.loads(x) for x in (out / "judgments.jsonl").read_text().splitlines()]
+    assert len(rows) == 4 and all(r["verdict"] == "logprob" and "p_first" in r and not r.get("error") for r in rows)
