@@ -3,8 +3,9 @@
 The sweep submits every stage with the stages it reads (``after``) and says where it must run:
 
 * ``driver`` stages use the teacher's open model (collection, synthesis, the teacher's own benchmark run and
-  answers, the judge, style). They run in the sweep's own process, one at a time, so the teacher's server sees
-  exactly the concurrency the config sets and the teacher's identity in the stage keys stays port-free;
+  answers, the judge, style). They run on the sweep's own thread, one at a time, so the teacher's model stays
+  on the thread that opened it, its server sees exactly the concurrency the config sets, and the teacher's
+  identity in the stage keys stays port-free;
 * ``worker`` stages (training, the students' benchmarks and answers) need no teacher. With ``ray`` each one is
   a Ray task asking for its resources (``resources:`` in the sweep config: CPUs, GPUs), in a fresh worker
   process (``max_calls=1``: a stage's GPU memory and threads end with it), started as soon as the stages it
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -58,12 +60,15 @@ class Resources:
 class StageRun:
     """A submitted stage: its directory once it is done (``result()``), and where it will be when the key is known."""
 
-    def __init__(self, future: Future[Path], path: Path | None) -> None:
+    def __init__(
+        self, future: Future[Path], path: Path | None, wait: Callable[[Future[Path]], Path] | None = None
+    ) -> None:
         self.future = future
         self.path = path  # known at submission for a dict key; None for a key computed later
+        self._wait = wait
 
     def result(self) -> Path:
-        return self.future.result()
+        return self._wait(self.future) if self._wait else self.future.result()
 
 
 class Executor:
@@ -129,7 +134,13 @@ class RayExecutor(Executor):
         self._remote = ray.remote(max_calls=1)(_run_on_worker)
         # Threads only wait (on upstream stages, on Ray); the cluster's resources bound the work in flight.
         self._threads = ThreadPoolExecutor(max_workers=256, thread_name_prefix="stage")
-        self._driver_lock = threading.Lock()  # driver stages one at a time: the teacher's configured concurrency
+        # Driver stages run on the sweep's own thread, one at a time, whenever it waits for a stage: the teacher's
+        # open model (its response cache is an SQLite connection) stays on the thread that opened it, and its
+        # server sees the configured concurrency.
+        self._driver_thread = threading.get_ident()
+        self._driver_jobs: queue.Queue[tuple[str, dict[str, Any], Callable[[Path], Any], Future[StageOutcome]]] = (
+            queue.Queue()
+        )
         self._record_lock = threading.Lock()
         self._submitted: dict[Path, StageRun] = {}
         self._in_flight: set[Any] = set()  # Ray tasks running now (cancelled if the sweep is interrupted)
@@ -153,7 +164,7 @@ class RayExecutor(Executor):
             future = self._threads.submit(self._reuse_after, first)
         else:
             future = self._threads.submit(self._run, stage, key, fn, where, resources or Resources(), list(after))
-        run = StageRun(future, path)
+        run = StageRun(future, path, self._wait)
         if path is not None:
             self._submitted.setdefault(path, run)
         self._all.append((stage, future))
@@ -174,8 +185,9 @@ class RayExecutor(Executor):
                 raise ImitlabError(f"{stage}: not run, a stage it reads failed ({exc})") from None
         resolved = key() if callable(key) else key
         if where == "driver":
-            with self._driver_lock:
-                outcome = run_stage(self.cache.root, stage, resolved, fn, self.cache.on_event)
+            job: Future[StageOutcome] = Future()
+            self._driver_jobs.put((stage, resolved, fn, job))
+            outcome = job.result()
         else:
             task = self._remote.options(
                 num_cpus=resources.cpus,
@@ -206,11 +218,28 @@ class RayExecutor(Executor):
         with self._record_lock:
             self.cache.record(outcome)
 
+    def _wait(self, future: Future[Path]) -> Path:
+        """A stage's directory once it is done; on the sweep's thread, run the driver stages due meanwhile."""
+        if threading.get_ident() != self._driver_thread:
+            return future.result()
+        while not future.done():
+            try:
+                stage, key, fn, job = self._driver_jobs.get(timeout=0.05)
+            except queue.Empty:
+                continue
+            try:
+                job.set_result(run_stage(self.cache.root, stage, key, fn, self.cache.on_event))
+            except BaseException as exc:
+                job.set_exception(exc)  # the stage's thread reports it; Ctrl-C also stops this thread
+                if not isinstance(exc, Exception):
+                    raise
+        return future.result()
+
     def join(self) -> None:
         failures = []
         for stage, future in self._all:
             try:
-                future.result()
+                self._wait(future)
             except Exception as exc:
                 failures.append((stage, exc))
         if failures:
