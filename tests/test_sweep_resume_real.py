@@ -49,12 +49,13 @@ def _config(tmp_path: Path, prompts: Path) -> Path:
 _RESUME = """
 import json, sys
 from pathlib import Path
+from imitlab.study.executors import Executor
 from imitlab.study.stages import StageCache
 from imitlab.study.sweep import _broad, serve_teacher
 from imitlab.study.sweep_config import load_sweep_config
 config = load_sweep_config(json.loads(Path(sys.argv[1]).read_text()))
-with serve_teacher(config) as teacher:
-    print(_broad(config, StageCache(Path(sys.argv[2])), teacher))
+with serve_teacher(config) as teacher, Executor(StageCache(Path(sys.argv[2]))) as stages:
+    print(_broad(config, stages, teacher).result())
 """
 
 
