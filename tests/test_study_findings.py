@@ -205,3 +205,18 @@ def test_the_report_shows_the_findings_and_the_judge_calibration(tmp_path) -> No
     (tmp_path / "bad.json").write_text('{"judge": 3}')
     with pytest.raises(ImitlabError, match=r"bad.json: field judge/text"):
         write_report(tmp_path, calibration=[tmp_path / "bad.json"])
+
+
+def test_the_cpu_study_config_loads_and_gives_finding_4_its_benchmark() -> None:
+    from dataclasses import asdict
+    from importlib import resources
+
+    from imitlab.study.findings import DECIDING_METRICS, local_benchmark
+    from imitlab.study.sweep_config import load_sweep_config
+
+    config = load_sweep_config(str(resources.files("imitlab.study").joinpath("configs/cpu-study.yaml")))
+    assert config.teacher == config.judge.judge == "qwen2.5-coder-1.5b-instruct"
+    assert len(config.bases) == 2 and set(config.data_kinds) == {"broad", "local"}
+    bench = local_benchmark({"run": {"config": asdict(config)}})
+    assert bench == "nq_open" and bench in config.eval.benches  # finding 4 is decidable from this run
+    assert DECIDING_METRICS[bench] == "f1"
