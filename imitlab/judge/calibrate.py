@@ -30,7 +30,6 @@ import json
 import os
 import platform
 import random
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -43,7 +42,7 @@ from imitlab.errors import ImitlabError
 from imitlab.fileio import atomic_write_text
 from imitlab.judge.aggregate import combine, json_ready
 from imitlab.judge.logprob import p_a_better
-from imitlab.judge.pairwise import Pair, judge_pairs, open_judge
+from imitlab.judge.pairwise import Pair, judge_pairs_in_time
 from imitlab.judge.recorded import vicuna_reviews
 from imitlab.judge.sources import read_records
 from imitlab.judge.style import words
@@ -284,19 +283,9 @@ def run_calibration(config: CalibrateConfig, judge: APIModel | JudgeFn | None = 
     sample = sample_pairs(pool, config.n, seed=config.seed, max_words=config.max_words)
     pairs = [Pair(p.id, p.question, p.answer_1, p.answer_2) for p in sample]
     atomic_write_text(out / "pairs.jsonl", "".join(json.dumps(asdict(p), ensure_ascii=False) + "\n" for p in sample))
-    load_before, start = os.getloadavg(), time.perf_counter()
-    records: list[dict[str, Any]] = []
-    with open_judge(config, judge) as model:  # type: ignore[arg-type]
-        chunk = 2 * config.parallel if config.max_seconds is not None else len(pairs)
-        for at in range(0, len(pairs), chunk):
-            if at and config.max_seconds is not None and time.perf_counter() - start > config.max_seconds:
-                break
-            records += judge_pairs(pairs[at : at + chunk], template, model, out / "judgments.jsonl",
-                                   use_reference=False, judge_name=config.judge or model.spec,
-                                   max_tokens=config.judge_max_tokens, temperature=config.judge_temperature,
-                                   verdict="logprob" if config.logprobs else "text")  # fmt: skip
-        usage = model.usage
-    seconds = time.perf_counter() - start
+    timed = judge_pairs_in_time(pairs, template, config, judge, out / "judgments.jsonl", chunk=2 * config.parallel,
+                                verdict="logprob" if config.logprobs else "text")  # fmt: skip
+    records, usage, seconds, load_before = timed.records, timed.usage, timed.seconds, timed.load_before
     by_key = {(r["id"], r["order"]): r for r in records}
     judged = [p for p in sample if (p.id, "ab") in by_key]
     items = [item_verdicts(p, by_key[(p.id, "ab")], by_key[(p.id, "ba")]) for p in judged]

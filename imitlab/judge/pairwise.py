@@ -347,3 +347,36 @@ def run_judge(
     summary = json_ready(summary)
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, ensure_ascii=False, allow_nan=False) + "\n")
     return summary
+
+
+@dataclass
+class TimedJudging:
+    """What :func:`judge_pairs_in_time` judged and what it cost (for a run's manifest)."""
+
+    records: list[dict[str, Any]]
+    usage: dict[str, Any]
+    seconds: float
+    load_before: tuple[float, float, float]
+
+
+def judge_pairs_in_time(
+    pairs: list[Pair], template: JudgeTemplate, settings: Any, judge: Any, judgments_path: Path, *,
+    chunk: int, verdict: str,
+) -> TimedJudging:  # fmt: skip
+    """Judge ``pairs`` (both orders) in chunks of ``chunk``, stopping after the chunk that passes
+    ``settings.max_seconds`` (None: all at once). Used by calibration and the probe, whose runs must fit a budget."""
+    import os
+    import time
+
+    load_before, start = os.getloadavg(), time.perf_counter()
+    records: list[dict[str, Any]] = []
+    with open_judge(settings, judge) as model:
+        step = chunk if settings.max_seconds is not None else max(1, len(pairs))
+        for at in range(0, len(pairs), step):
+            if at and settings.max_seconds is not None and time.perf_counter() - start > settings.max_seconds:
+                break
+            records += judge_pairs(pairs[at : at + step], template, model, judgments_path, use_reference=False,
+                                   judge_name=settings.judge or model.spec, max_tokens=settings.judge_max_tokens,
+                                   temperature=settings.judge_temperature, verdict=verdict)  # fmt: skip
+        usage = model.usage
+    return TimedJudging(records, usage, time.perf_counter() - start, load_before)

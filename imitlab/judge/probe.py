@@ -29,7 +29,6 @@ import json
 import os
 import random
 import re
-import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -40,7 +39,7 @@ from imitlab.errors import ImitlabError
 from imitlab.fileio import atomic_write_text, iter_jsonl
 from imitlab.judge.aggregate import combine, json_ready, tally
 from imitlab.judge.logprob import outcome_of, p_a_better
-from imitlab.judge.pairwise import Pair, judge_pairs, open_judge
+from imitlab.judge.pairwise import Pair, judge_pairs_in_time
 from imitlab.judge.style import has_list, has_summary, words
 from imitlab.judge.templates import LABEL_TEMPLATE, load_template
 from imitlab.stats import bootstrap_ci
@@ -262,19 +261,10 @@ def run_probe(config: ProbeConfig, judge: APIModel | JudgeFn | None = None) -> d
     rows = "".join(json.dumps(asdict(p), ensure_ascii=False) + "\n" for p in pairs)
     atomic_write_text(out / "pairs.jsonl", rows)  # imitlab rate's input layout
     atomic_write_text(out / "probe_pairs.jsonl", "".join(json.dumps(asdict(p)) + "\n" for p in probe_pairs))
-    load_before, start = os.getloadavg(), time.perf_counter()
-    records: list[dict[str, Any]] = []
-    with open_judge(config, judge) as model:  # type: ignore[arg-type]
-        chunk = max(len(config.kinds), 2 * config.parallel) if config.max_seconds is not None else len(pairs)
-        for at in range(0, len(pairs), chunk):
-            if at and config.max_seconds is not None and time.perf_counter() - start > config.max_seconds:
-                break
-            records += judge_pairs(pairs[at : at + chunk], template, model, out / "judgments.jsonl",
-                                   use_reference=False, judge_name=config.judge or model.spec,
-                                   max_tokens=config.judge_max_tokens, temperature=config.judge_temperature,
-                                   verdict="logprob" if config.logprobs else "text")  # fmt: skip
-        usage = model.usage
-    seconds = time.perf_counter() - start
+    chunk = max(len(config.kinds), 2 * config.parallel)  # every kind gets judged before a time budget stops it
+    timed = judge_pairs_in_time(pairs, template, config, judge, out / "judgments.jsonl", chunk=chunk,
+                                verdict="logprob" if config.logprobs else "text")  # fmt: skip
+    records, usage, seconds, load_before = timed.records, timed.usage, timed.seconds, timed.load_before
     by_key = {(r["id"], r["order"]): r for r in records}
     items = []
     for p in probe_pairs:

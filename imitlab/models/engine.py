@@ -203,12 +203,6 @@ class Usage:
     failure_reasons: Counter[str] = field(default_factory=Counter)
     anomalies: Counter[str] = field(default_factory=Counter)  # duplicated ids, cut bodies, ... (all retried)
 
-    def cost_usd(self, settings: EngineSettings) -> float | None:
-        if settings.price_prompt_per_m is None and settings.price_completion_per_m is None:
-            return None
-        return round(self.prompt_tokens * (settings.price_prompt_per_m or 0) / 1e6
-                     + self.completion_tokens * (settings.price_completion_per_m or 0) / 1e6, 6)  # fmt: skip
-
     def as_dict(self) -> dict[str, Any]:
         return {
             "requests": self.requests, "cached": self.cached, "retries": self.retries, "failed": self.failed,
