@@ -26,10 +26,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.parser import BytesParser
 from email.policy import HTTP
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+from loopback_server import LoopbackServer
 
 ENDPOINTS = ("/v1/chat/completions",)
 
@@ -151,7 +153,7 @@ def validate_requests(data: bytes, endpoint: str) -> tuple[list[dict[str, Any]],
     return requests, errors
 
 
-class FakeBatchAPI:
+class FakeBatchAPI(LoopbackServer):
     def __init__(
         self, faults: list[BatchFaults] | None = None, *, run_s: float = 0.0, retrieve_errors: int = 0
     ) -> None:
@@ -163,21 +165,7 @@ class FakeBatchAPI:
         self.files: dict[str, dict[str, Any]] = {}
         self.batches: dict[str, dict[str, Any]] = {}
         self.order: list[str] = []  # batch ids, oldest first
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.httpd.daemon_threads = True
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-
-    def __enter__(self) -> FakeBatchAPI:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        self._start_server()
 
     @property
     def batches_created(self) -> int:

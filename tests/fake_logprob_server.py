@@ -14,34 +14,22 @@ import math
 import threading
 import uuid
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from loopback_server import LoopbackServer
 
 Scorer = Callable[[list[dict[str, str]]], dict[str, float]]
 
 
-class FakeLogprobJudge:
+class FakeLogprobJudge(LoopbackServer):
     def __init__(self, scorer: Scorer, *, give_logprobs: bool = True) -> None:
         self.scorer = scorer
         self.give_logprobs = give_logprobs  # False: a server that ignores the logprobs request
         self.requests = 0
         self.bodies: list[dict[str, Any]] = []
         self.lock = threading.Lock()
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.httpd.daemon_threads = True
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-
-    def __enter__(self) -> FakeLogprobJudge:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        self._start_server()
 
     def completion(self, body: dict[str, Any]) -> dict[str, Any]:
         dist = self.scorer(body["messages"])

@@ -20,11 +20,13 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
+from loopback_server import LoopbackServer
 
-class FakeOpenAI:
+
+class FakeOpenAI(LoopbackServer):
     def __init__(
         self,
         rates: dict[str, float] | None = None,
@@ -47,22 +49,11 @@ class FakeOpenAI:
         self.seen: Counter[str] = Counter()
         self.request_times: dict[str, list[float]] = {}
         self.lock = threading.Lock()
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.httpd.daemon_threads = True
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-
-    def __enter__(self) -> FakeOpenAI:
-        self.thread.start()
-        return self
+        self._start_server()
 
     def __exit__(self, *exc: object) -> None:
         self.closing.set()
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        super().__exit__(*exc)
 
     def decide(self, text: str) -> str:
         with self.lock:
