@@ -110,20 +110,28 @@ def judge_cmd(
     console.print(f"written to {out}/summary.json")
 
 
+# Options calibrate and probe share (both judge recorded or built pairs within a time budget).
+JudgeSpecOpt = Annotated[str, typer.Option("--judge", help="Judge model spec (packaged name, gguf:PATH, openai:M).")]
+MaxSecondsOpt = Annotated[
+    float | None, typer.Option(help="Stop starting new pairs after this long; score the pairs done.")
+]
+LogprobsOpt = Annotated[
+    bool, typer.Option("--logprobs", help="Also score the probability verdict (needs an endpoint's logprobs).")
+]
+LabelTemplateOpt = Annotated[str, typer.Option(help="Judge template (default: label, verdict first).")]
+VerdictTokensOpt = Annotated[int, typer.Option(help="Judge reply token cap.")]
+
+
 @judge_app.command("calibrate")
 def calibrate_cmd(
-    judge: Annotated[str, typer.Option("--judge", help="Judge model spec (packaged name, gguf:PATH, openai:M).")],
+    judge: JudgeSpecOpt,
     out: Annotated[Path | None, typer.Option("--out", help="Output directory (default runs/calibrate/JUDGE).")] = None,
     n: Annotated[int, typer.Option("--n", help="Recorded pairs to judge (each in both orders).")] = 40,
     max_words: Annotated[int, typer.Option(help="Longest question or answer in a sampled pair, in words.")] = 50,
-    max_seconds: Annotated[
-        float | None, typer.Option(help="Stop starting new pairs after this long; score the pairs done.")
-    ] = None,
-    logprobs: Annotated[
-        bool, typer.Option("--logprobs", help="Also score the probability verdict (needs an endpoint's logprobs).")
-    ] = False,
-    template: Annotated[str, typer.Option(help="Judge template (default: label, verdict first).")] = "label",
-    judge_max_tokens: Annotated[int, typer.Option(help="Judge reply token cap.")] = 8,
+    max_seconds: MaxSecondsOpt = None,
+    logprobs: LogprobsOpt = False,
+    template: LabelTemplateOpt = "label",
+    judge_max_tokens: VerdictTokensOpt = 8,
     seed: Annotated[int, typer.Option(help="Sample seed.")] = 0,
     parallel: Annotated[int, typer.Option(help="Concurrent requests (llama.cpp slots).")] = 1,
     base_url: Annotated[str | None, typer.Option(help="Base URL for openai: specs.")] = None,
@@ -161,21 +169,17 @@ def calibrate_cmd(
 
 @judge_app.command("probe")
 def probe_cmd(
-    judge: Annotated[str, typer.Option("--judge", help="Judge model spec (packaged name, gguf:PATH, openai:M).")],
+    judge: JudgeSpecOpt,
     out: Annotated[Path | None, typer.Option("--out", help="Output directory (default runs/probe/JUDGE).")] = None,
     n: Annotated[int, typer.Option("--n", help="Pairs per kind (each judged in both orders).")] = 20,
     kinds: Annotated[
         str, typer.Option(help="Comma-separated: style, substance, crossed, teacher_style.")
     ] = "style,substance,crossed",
     max_words: Annotated[int, typer.Option(help="Longest question + answer, in words.")] = 90,
-    max_seconds: Annotated[
-        float | None, typer.Option(help="Stop starting new pairs after this long; score the pairs done.")
-    ] = None,
-    logprobs: Annotated[
-        bool, typer.Option("--logprobs", help="Also score the probability verdict (needs an endpoint's logprobs).")
-    ] = False,
-    template: Annotated[str, typer.Option(help="Judge template (default: label, verdict first).")] = "label",
-    judge_max_tokens: Annotated[int, typer.Option(help="Judge reply token cap.")] = 8,
+    max_seconds: MaxSecondsOpt = None,
+    logprobs: LogprobsOpt = False,
+    template: LabelTemplateOpt = "label",
+    judge_max_tokens: VerdictTokensOpt = 8,
     seed: Annotated[int, typer.Option(help="Sample seed.")] = 0,
     parallel: Annotated[int, typer.Option(help="Concurrent requests (llama.cpp slots).")] = 1,
     base_url: Annotated[str | None, typer.Option(help="Base URL for openai: specs.")] = None,
