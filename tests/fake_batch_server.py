@@ -31,7 +31,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from loopback_server import LoopbackServer
+try:  # these fakes are imported both as tests.fake_* and, with tests/ on sys.path, as fake_*
+    from tests.loopback_server import LoopbackServer
+except ModuleNotFoundError:
+    from loopback_server import LoopbackServer
 
 ENDPOINTS = ("/v1/chat/completions",)
 

@@ -23,7 +23,10 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
-from loopback_server import LoopbackServer
+try:  # these fakes are imported both as tests.fake_* and, with tests/ on sys.path, as fake_*
+    from tests.loopback_server import LoopbackServer
+except ModuleNotFoundError:
+    from loopback_server import LoopbackServer
 
 
 class FakeOpenAI(LoopbackServer):
