@@ -45,10 +45,6 @@ class Teacher:
     def base_url(self) -> str:
         return self.model.engine.base_url
 
-    @property
-    def name(self) -> str:
-        return self.model.engine.model
-
 
 @contextmanager
 def serve_teacher(config: SweepConfig) -> Iterator[Teacher]:
