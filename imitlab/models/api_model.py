@@ -51,9 +51,26 @@ def model_identity(spec: ModelSpec) -> str:
 
 @functools.lru_cache(maxsize=64)
 def _file_digest(path: str) -> str:
-    from imitlab.fileio import sha256_file
+    """sha256 of a weights file, remembered on disk by (path, size, mtime): a 7B checkpoint takes tens of seconds
+    to hash, and every eval, sweep stage and resume asks for its model's identity again."""
+    import json
+    import os
 
-    return sha256_file(path)
+    from imitlab.config import cache_dir
+    from imitlab.fileio import atomic_write_text, sha256_file
+
+    st = os.stat(path)
+    key = f"{path}:{st.st_size}:{st.st_mtime_ns}"
+    memo_path = cache_dir() / "digests.json"
+    try:
+        memo = json.loads(memo_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        memo = {}
+    if not isinstance(memo, dict) or not isinstance(memo.get(key), str):
+        memo = memo if isinstance(memo, dict) else {}
+        memo[key] = sha256_file(path)
+        atomic_write_text(memo_path, json.dumps(memo, indent=0))  # a lost race only costs a later re-hash
+    return str(memo[key])
 
 
 def _short_hash(text: str) -> str:
