@@ -133,6 +133,10 @@ class _Run:
             rates = block.get(source)
             if not isinstance(rates, Mapping):
                 continue
+            if source == "judge" and rates.get("verdict") == "logprob" and _est(rates.get("p_a_better")):
+                # P(better) averaged over both orders: a constant lean towards one slot cancels, so the position
+                # gate below (for text verdicts) does not apply
+                return _est(rates.get("p_a_better")), None
             if source == "judge" and _same_position(rates.get("position_bias")) >= POSITION_BIAS_LIMIT:
                 return None, "the judge picked one position in 90% or more of its calls"
             est = _est(rates.get("win_rate_ties_half")) or _est((rates.get("rates") or {}).get("win_rate_ties_half"))

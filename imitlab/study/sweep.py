@@ -510,6 +510,9 @@ def _preferences(
                 "judge_max_tokens": j.judge_max_tokens,
                 "prompts": j.prompts,
                 "limit": j.limit,
+                # absent at their defaults, so stages judged before these keys existed keep their cache keys
+                **({"verdict": j.verdict} if j.verdict != "text" else {}),
+                **({"template": j.template} if j.template != "default" else {}),
             }
 
         def run(d: Path, mine: StageRun = mine) -> None:
@@ -524,6 +527,8 @@ def _preferences(
                     data=Path(data_dir),
                     parallel=config.teacher_concurrency,
                     judge_max_tokens=j.judge_max_tokens,
+                    verdict=j.verdict,  # type: ignore[arg-type]
+                    template=j.template,
                 ),
                 judge=judge_model,
             )
@@ -587,6 +592,9 @@ def _read_preferences(
                 # share of calls that picked the first / second position: a judge that always picks one
                 # position ranks the order, not the answers
                 "position_bias": summary.get("position_bias"),
+                "verdict": summary.get("verdict", "text"),
+                # logprob verdicts: the mean probability that the model's answer is better, both orders averaged
+                **({"p_a_better": summary["p_a_better"]} if "p_a_better" in summary else {}),
                 **rates,
             },
             "human": None,

@@ -70,6 +70,10 @@ class JudgeSection:
     limit: int = 8
     max_tokens: int = 192  # answer cap for the compared models
     judge_max_tokens: int = 256  # verdict cap (the judge explains, then gives [[A]], [[B]] or [[C]])
+    # text: the judge's parsed reply; logprob: P(label) at the verdict token, both orders averaged, which removes a
+    # constant position preference (needs an API that returns logprobs: llama.cpp's server, vLLM, OpenAI)
+    verdict: str = "text"
+    template: str = "default"  # default | label (verdict first; pair with verdict: logprob) | mt-bench | ... | PATH
     style: bool = True  # style metrics vs the teacher on the same prompts
 
 
@@ -190,6 +194,8 @@ def check(config: SweepConfig, where: str) -> None:
             raise ImitlabError(f"{where}: {label}: {exc}") from None
     if config.judge.judge:
         parse_spec(config.judge.judge)
+    if config.judge.verdict not in ("text", "logprob"):
+        raise ImitlabError(f"{where}: judge.verdict: give text or logprob, got {config.judge.verdict!r}")
     if not config.bases:
         raise ImitlabError(f"{where}: bases: name at least one base model")
     if not config.budgets or any(not isinstance(b, int) or b <= 0 for b in config.budgets):
