@@ -11,7 +11,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from imitlab.cli_table import Column, fit_table, print_table
+from imitlab.cli.table import Column, fit_table, print_table
 from imitlab.models.catalog import packaged_models
 
 sys.path.insert(0, str(Path(__file__).parent))

@@ -101,3 +101,23 @@ def test_a_missing_extra_names_what_to_install(monkeypatch: pytest.MonkeyPatch) 
         require("rate", "imitlab rate serve")
     assert str(err.value) == "imitlab rate serve needs uvicorn (not installed): pip install 'imitlab[rate]'"
     require("report", "the study report's plots")  # installed here: no error
+
+
+def test_the_cli_is_the_top_floor_and_declares_shared_options_once() -> None:
+    """Nothing below imports imitlab.cli (the CLI imports the API, never the other way), and the options every
+    command group takes are declared in imitlab/cli/options.py only."""
+    cli = ROOT / "imitlab" / "cli"
+    importers = []
+    for path in (ROOT / "imitlab").rglob("*.py"):
+        if path.is_relative_to(cli) or path.name == "__main__.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            modules = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                modules = [node.module]
+            if any(m == "imitlab.cli" or m.startswith("imitlab.cli.") for m in modules):
+                importers.append(str(path.relative_to(ROOT)))
+    assert not importers, f"imitlab.cli is the top floor; these import it: {importers}"
+    for flag in ("--cache", "--data-dir", "--base-url"):
+        declared = [p.name for p in sorted(cli.glob("*.py")) if f'"{flag}"' in p.read_text(encoding="utf-8")]
+        assert declared == ["options.py"], (flag, declared)

@@ -1,4 +1,4 @@
-"""``imitlab rate``: init, add-rater, serve, export, report -- thin commands over imitlab.rate."""
+"""``imitlab rate init | add-rater | serve | export | report``: thin commands over imitlab.rate."""
 
 from __future__ import annotations
 
@@ -7,12 +7,11 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
-console = Console()
+from imitlab.cli.options import DbOpt
+from imitlab.cli.output import console
 
 rate_app = typer.Typer(help="Human preference ratings: a small web app (loopback, token per rater).")
-DbOpt = Annotated[Path, typer.Option("--db", help="The rating database (SQLite).")]
 
 
 @rate_app.command("init")

@@ -6,11 +6,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
-from imitlab.train.train_config import TrainConfig
-
-console = Console()
+from imitlab.cli.options import CacheOpt, DeviceOpt, DtypeOpt, PrivateOpt
+from imitlab.cli.output import console
 
 
 def train_cmd(
@@ -36,8 +34,8 @@ def train_cmd(
         str, typer.Option(help="final: the model at the end | steps: also resumable checkpoints | none: no weights.")
     ] = "final",
     save_steps: Annotated[int, typer.Option(help="With --save steps: checkpoint every N steps.")] = 50,
-    device: Annotated[str, typer.Option(help="auto | cpu | cuda | mps (auto: the GPU when there is one).")] = "auto",
-    dtype: Annotated[str, typer.Option(help="Mixed-precision compute: auto | bf16 | fp16 | fp32.")] = "auto",
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "auto",
     gradient_checkpointing: Annotated[bool, typer.Option(help="Trade compute for memory.")] = False,
     processes: Annotated[int, typer.Option(help="Data-parallel processes per node (accelerate; gloo on CPU).")] = 1,
     nodes: Annotated[
@@ -61,12 +59,13 @@ def train_cmd(
     push_to_hub: Annotated[
         str | None, typer.Option(help="Push the student (LoRA merged) to this hub model repo, OWNER/NAME.")
     ] = None,
-    private: Annotated[bool, typer.Option(help="With --push-to-hub: create the repo private.")] = False,
-    cache: Annotated[Path | None, typer.Option("--cache", help="Cache root.")] = None,
+    private: PrivateOpt = False,
+    cache: CacheOpt = None,
 ) -> None:
     """Fine-tune a student on teacher conversations (loss on the teacher's tokens only)."""
     from imitlab.data.subset import parse_budget
     from imitlab.train.launch import Rendezvous, launch
+    from imitlab.train.train_config import TrainConfig
 
     if push_to_hub:  # checked before hours of training, not after
         from imitlab.train.push import check_train_push

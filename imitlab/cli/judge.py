@@ -1,4 +1,4 @@
-"""``imitlab judge`` (+ ``calibrate``, ``probe``) and ``imitlab style``: thin typer commands over the judge modules.
+"""``imitlab judge`` (+ ``calibrate``, ``probe``) and ``imitlab style``: thin typer commands over imitlab.judge.
 
 ``imitlab judge --a ... --b ...`` compares two models; ``imitlab judge calibrate`` and ``imitlab judge probe`` are
 sub-commands of the same group, so the comparison's options are checked only when no sub-command is named.
@@ -10,16 +10,26 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-console = Console()
-
-DataOpt = Annotated[Path | None, typer.Option("--data-dir", help="Data root (default $IMITLAB_DATA).")]
-CacheOpt = Annotated[Path | None, typer.Option("--cache", help="Cache root (default $IMITLAB_CACHE).")]
-PromptsOpt = Annotated[
-    str, typer.Option("--prompts", help="koala | vicuna80 | mt-bench | alpaca-eval | a JSON/JSONL file.")
-]
+from imitlab.cli.options import (
+    AnswerTokensOpt,
+    BaseUrlOpt,
+    CacheOpt,
+    DataDirOpt,
+    JudgeOpt,
+    JudgeOrNoneOpt,
+    JudgeTokensOpt,
+    LimitOpt,
+    LogprobsOpt,
+    MaxSecondsOpt,
+    ParallelOpt,
+    PromptsOpt,
+    PromptsOrNoneOpt,
+    SeedOpt,
+    TemplateOpt,
+)
+from imitlab.cli.output import console
 
 
 def _pct(est: dict) -> str:
@@ -48,27 +58,21 @@ def judge_cmd(
         str | None, typer.Option("--a", help="Model spec or answers file (usually the imitation model).")
     ] = None,
     b: Annotated[str | None, typer.Option("--b", help="Model spec or answers file (usually the teacher).")] = None,
-    prompts: Annotated[
-        str | None, typer.Option("--prompts", help="koala | vicuna80 | mt-bench | alpaca-eval | a JSON/JSONL file.")
-    ] = None,
-    judge: Annotated[
-        str | None, typer.Option("--judge", help="Judge model spec (packaged name, gguf:PATH, openai:M).")
-    ] = None,
+    prompts: PromptsOrNoneOpt = None,
+    judge: JudgeOrNoneOpt = None,
     out: Annotated[Path | None, typer.Option("--out", help="Output directory (a rerun resumes).")] = None,
-    template: Annotated[
-        str, typer.Option(help="default | label | mt-bench | alpaca-eval | vicuna | PATH.json")
-    ] = "default",
+    template: TemplateOpt = "default",
     flip: Annotated[str, typer.Option(help="Order-flipped verdicts: tie | exclude | first.")] = "tie",
     verdict: Annotated[
         str, typer.Option(help="text: the parsed reply | logprob: P(label), both orders averaged (needs logprobs).")
     ] = "text",
     reference: Annotated[bool, typer.Option(help="Reference-guided judging where a reference exists.")] = True,
-    limit: Annotated[int | None, typer.Option(help="Only the first N prompts.")] = None,
-    judge_max_tokens: Annotated[int, typer.Option(help="Judge reply token cap.")] = 512,
-    max_tokens: Annotated[int, typer.Option(help="Answer token cap when --a/--b are model specs.")] = 512,
-    parallel: Annotated[int, typer.Option(help="Concurrent requests (llama.cpp slots).")] = 4,
-    base_url: Annotated[str | None, typer.Option(help="Base URL for openai: specs.")] = None,
-    data_dir: DataOpt = None,
+    limit: LimitOpt = None,
+    judge_max_tokens: JudgeTokensOpt = 512,
+    max_tokens: AnswerTokensOpt = 512,
+    parallel: ParallelOpt = 4,
+    base_url: BaseUrlOpt = None,
+    data_dir: DataDirOpt = None,
     cache: CacheOpt = None,
 ) -> None:
     """Pairwise LLM-as-judge, both orders: win/tie/loss of A vs B and "as good as or better", with 95% CIs."""
@@ -110,32 +114,20 @@ def judge_cmd(
     console.print(f"written to {out}/summary.json")
 
 
-# Options calibrate and probe share (both judge recorded or built pairs within a time budget).
-JudgeSpecOpt = Annotated[str, typer.Option("--judge", help="Judge model spec (packaged name, gguf:PATH, openai:M).")]
-MaxSecondsOpt = Annotated[
-    float | None, typer.Option(help="Stop starting new pairs after this long; score the pairs done.")
-]
-LogprobsOpt = Annotated[
-    bool, typer.Option("--logprobs", help="Also score the probability verdict (needs an endpoint's logprobs).")
-]
-LabelTemplateOpt = Annotated[str, typer.Option(help="Judge template (default: label, verdict first).")]
-VerdictTokensOpt = Annotated[int, typer.Option(help="Judge reply token cap.")]
-
-
 @judge_app.command("calibrate")
 def calibrate_cmd(
-    judge: JudgeSpecOpt,
+    judge: JudgeOpt,
     out: Annotated[Path | None, typer.Option("--out", help="Output directory (default runs/calibrate/JUDGE).")] = None,
     n: Annotated[int, typer.Option("--n", help="Recorded pairs to judge (each in both orders).")] = 40,
     max_words: Annotated[int, typer.Option(help="Longest question or answer in a sampled pair, in words.")] = 50,
     max_seconds: MaxSecondsOpt = None,
     logprobs: LogprobsOpt = False,
-    template: LabelTemplateOpt = "label",
-    judge_max_tokens: VerdictTokensOpt = 8,
-    seed: Annotated[int, typer.Option(help="Sample seed.")] = 0,
-    parallel: Annotated[int, typer.Option(help="Concurrent requests (llama.cpp slots).")] = 1,
-    base_url: Annotated[str | None, typer.Option(help="Base URL for openai: specs.")] = None,
-    data_dir: DataOpt = None,
+    template: TemplateOpt = "label",
+    judge_max_tokens: JudgeTokensOpt = 8,
+    seed: SeedOpt = 0,
+    parallel: ParallelOpt = 1,
+    base_url: BaseUrlOpt = None,
+    data_dir: DataDirOpt = None,
     cache: CacheOpt = None,
 ) -> None:
     """Score a judge against GPT-4's recorded verdicts: agreement, order consistency, position and length bias."""
@@ -169,7 +161,7 @@ def calibrate_cmd(
 
 @judge_app.command("probe")
 def probe_cmd(
-    judge: JudgeSpecOpt,
+    judge: JudgeOpt,
     out: Annotated[Path | None, typer.Option("--out", help="Output directory (default runs/probe/JUDGE).")] = None,
     n: Annotated[int, typer.Option("--n", help="Pairs per kind (each judged in both orders).")] = 20,
     kinds: Annotated[
@@ -178,12 +170,12 @@ def probe_cmd(
     max_words: Annotated[int, typer.Option(help="Longest question + answer, in words.")] = 90,
     max_seconds: MaxSecondsOpt = None,
     logprobs: LogprobsOpt = False,
-    template: LabelTemplateOpt = "label",
-    judge_max_tokens: VerdictTokensOpt = 8,
-    seed: Annotated[int, typer.Option(help="Sample seed.")] = 0,
-    parallel: Annotated[int, typer.Option(help="Concurrent requests (llama.cpp slots).")] = 1,
-    base_url: Annotated[str | None, typer.Option(help="Base URL for openai: specs.")] = None,
-    data_dir: DataOpt = None,
+    template: TemplateOpt = "label",
+    judge_max_tokens: JudgeTokensOpt = 8,
+    seed: SeedOpt = 0,
+    parallel: ParallelOpt = 1,
+    base_url: BaseUrlOpt = None,
+    data_dir: DataDirOpt = None,
     cache: CacheOpt = None,
 ) -> None:
     """Style vs substance: how often the judge prefers the teacher's style over correct content, with 95% CIs."""
@@ -221,11 +213,11 @@ def style_cmd(
     ] = None,
     teacher2: Annotated[str | None, typer.Option(help="A second teacher sample (the ceiling column).")] = None,
     judge: Annotated[str | None, typer.Option(help="Judge model for the authoritative-tone probe.")] = None,
-    limit: Annotated[int | None, typer.Option(help="Only the first N prompts.")] = None,
-    max_tokens: Annotated[int, typer.Option(help="Answer token cap for model specs.")] = 512,
-    parallel: Annotated[int, typer.Option(help="Concurrent requests.")] = 4,
-    base_url: Annotated[str | None, typer.Option(help="Base URL for openai: specs.")] = None,
-    data_dir: DataOpt = None,
+    limit: LimitOpt = None,
+    max_tokens: AnswerTokensOpt = 512,
+    parallel: ParallelOpt = 4,
+    base_url: BaseUrlOpt = None,
+    data_dir: DataDirOpt = None,
     cache: CacheOpt = None,
 ) -> None:
     """The paper's style metrics (Table 2) of each model against the teacher, with 95% CIs."""

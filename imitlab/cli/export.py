@@ -7,12 +7,12 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
+from imitlab.cli.options import CacheOpt
+from imitlab.cli.output import console
 from imitlab.models.export import QUANTS
 
 export_app = typer.Typer(help="Export a trained student for serving outside Python (llama.cpp, Ollama).")
-console = Console()
 
 
 @export_app.command("gguf")
@@ -22,7 +22,7 @@ def export_gguf_cmd(
     out: Annotated[Path | None, typer.Option(help="GGUF file to write (default RUN/model-<quant>.gguf).")] = None,
     threads: Annotated[int | None, typer.Option(help="llama-quantize threads (q4_k_m; default: all cores).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
-    cache: Annotated[Path | None, typer.Option("--cache", help="Cache root (holds llama.cpp's tools).")] = None,
+    cache: CacheOpt = None,
 ) -> None:
     """Convert a run's model to one GGUF file with llama.cpp's own converter (LoRA adapters merged first)."""
     from imitlab.models.export import export_gguf, manifest_path
