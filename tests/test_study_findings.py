@@ -208,7 +208,6 @@ def test_the_report_shows_the_findings_and_the_judge_calibration(tmp_path) -> No
 
 
 def test_the_cpu_study_config_loads_and_gives_finding_4_its_benchmark() -> None:
-    from dataclasses import asdict
     from importlib import resources
 
     from imitlab.study.findings import DECIDING_METRICS, local_benchmark
@@ -217,6 +216,6 @@ def test_the_cpu_study_config_loads_and_gives_finding_4_its_benchmark() -> None:
     config = load_sweep_config(str(resources.files("imitlab.study").joinpath("configs/cpu-study.yaml")))
     assert config.teacher == config.judge.judge == "qwen2.5-coder-1.5b-instruct"
     assert len(config.bases) == 2 and set(config.data_kinds) == {"broad", "local"}
-    bench = local_benchmark({"run": {"config": asdict(config)}})
+    bench = local_benchmark({"run": {"config": config.as_dict()}})
     assert bench == "nq_open" and bench in config.eval.benches  # finding 4 is decidable from this run
     assert DECIDING_METRICS[bench] == "f1"

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -73,13 +71,13 @@ def test_report_to_is_checked_before_any_model_loads(monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else real_find_spec(name))
     missing = r"--report-to wandb needs wandb \(not installed\): pip install 'imitlab\[track\]'"
     with pytest.raises(ImitlabError, match=missing):
-        replace(config, report_to="tensorboard,wandb").validate()
+        config.model_copy(update={"report_to": "tensorboard,wandb"}).validate()
 
 
 def test_sweep_names_each_training_run_by_cell_and_budget(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     import imitlab.train.launch
     from imitlab.study import sweep
-    from imitlab.study.sweep_config import TrainSection
+    from imitlab.study.sweep_config import ResourcesSection, SweepConfig
 
     class RunNow:
         """Stands in for the sweep's stage runner: runs the training stage at once, in tmp_path."""
@@ -94,7 +92,7 @@ def test_sweep_names_each_training_run_by_cell_and_budget(monkeypatch: pytest.Mo
     launched: list[TrainConfig] = []
     monkeypatch.setattr(imitlab.train.launch, "launch", launched.append)
     monkeypatch.setenv("IMITLAB_REPORT_TO", "tensorboard")
-    resources = SimpleNamespace(train=SimpleNamespace(cpus=1, gpus=0))
-    config = SimpleNamespace(train=TrainSection(), seed=0, cache=None, resources=resources)
+    config = SweepConfig(name="t", teacher="smollm2-135m-instruct", bases=["smollm2-135m-instruct"], budgets=[1500],
+                         resources=ResourcesSection())  # fmt: skip
     sweep._train("smollm2-135m-instruct", "broad", 1500, tmp_path / "data", config, RunNow())  # type: ignore[arg-type]
     assert [(c.run_name, c.report_to) for c in launched] == [("smollm2-135m-instruct/broad/1500", "tensorboard")]

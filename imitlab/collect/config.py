@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pydantic
+
 from imitlab.errors import ImitlabError
 from imitlab.models.engine import EngineSettings
+from imitlab.stage_config import StageConfig
 
 
-@dataclass
-class CollectConfig:
+class CollectConfig(StageConfig):
     teacher: str  # a model spec: packaged name, gguf:PATH or openai:MODEL
     prompts: Path  # a prompt set (JSONL, see imitlab.prompts.schema)
     out: Path  # the output data-set directory
@@ -27,7 +28,7 @@ class CollectConfig:
     top_p: float | None = None
     max_tokens: int | None = 1024
     seed: int | None = None
-    extra_params: dict[str, Any] = field(default_factory=dict)  # any other OpenAI body parameters
+    extra_params: dict[str, Any] = pydantic.Field(default_factory=dict)  # any other OpenAI body parameters
     price_prompt_per_m: float | None = None  # USD per million prompt tokens, for the cost estimate
     price_completion_per_m: float | None = None
     use_cache: bool = True
@@ -47,9 +48,7 @@ class CollectConfig:
     batch_max_bytes: int = 190 * 2**20  # bytes per request file (OpenAI's limit is 200 MB)
     batch_max_rounds: int = 3  # batch rounds per run: the first, then resubmissions of what is still missing
 
-    def __post_init__(self) -> None:
-        self.prompts = Path(self.prompts)
-        self.out = Path(self.out)
+    def model_post_init(self, context: Any, /) -> None:
         if self.concurrency < 1:
             raise ImitlabError(f"concurrency must be at least 1, not {self.concurrency}")
         if self.n_samples < 1:
@@ -58,8 +57,6 @@ class CollectConfig:
             raise ImitlabError(f"timeout must be positive, not {self.timeout}")
         if self.max_retries < 0:
             raise ImitlabError(f"max_retries must be 0 or more, not {self.max_retries}")
-        if self.merge_batch_output is not None:
-            self.merge_batch_output = Path(self.merge_batch_output)
         if not 0.0 <= self.batch_discount <= 1.0:
             raise ImitlabError(f"batch_discount is a fraction of the price, from 0 to 1, not {self.batch_discount}")
         if self.batch_poll_s <= 0 or self.batch_max_requests < 1 or self.batch_max_rounds < 1:

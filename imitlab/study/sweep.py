@@ -15,7 +15,6 @@ import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -98,7 +97,7 @@ def run_sweep(
         run_dir = run_dir.resolve()  # workers may start in another directory (or on another machine)
     run_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    atomic_write_text(run_dir / "sweep_config.json", json.dumps(asdict(config), indent=2))
+    atomic_write_text(run_dir / "sweep_config.json", json.dumps(config.as_dict(), indent=2))
     cache = StageCache(run_dir, on_event=lambda what, name: console.print(f"  [dim]{what:>6}[/] {name}"))
     data_dir = str(expand("${IMITLAB_DATA}", config.data_dir))
     models: list[dict[str, Any]] = []
@@ -170,7 +169,7 @@ def run_sweep(
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
             "seconds": round(time.perf_counter() - started, 1),  # this invocation
             "stage_seconds": round(cache.stage_seconds, 1),  # every stage's own run time, reused ones too
-            "config": asdict(config),
+            "config": config.as_dict(),
             "stages_run": cache.ran,
             "stages_reused": cache.reused,
             "skipped": skipped,
@@ -255,7 +254,7 @@ def _local(config: SweepConfig, stages: Executor, teacher: Teacher) -> StageRun:
     from imitlab.prompts.synthesize import SynthConfig, qa_conversations, synthesize_qa
 
     seeds = expand(config.local.seeds, config.data_dir)
-    key = {"seeds": sha256_file(seeds), **asdict(config.local), "teacher": config.teacher, "seed": config.seed}
+    key = {"seeds": sha256_file(seeds), **config.local.as_dict(), "teacher": config.teacher, "seed": config.seed}
 
     def run_synth(d: Path) -> None:
         cfg = SynthConfig(
@@ -272,7 +271,7 @@ def _local(config: SweepConfig, stages: Executor, teacher: Teacher) -> StageRun:
             qa_conversations(result.records, config.teacher),
             operation="synthesize",
             inputs=[Path(seeds)],
-            params={**asdict(config.local), "seed": config.seed},
+            params={**config.local.as_dict(), "seed": config.seed},
         )
 
     return stages.submit("synthesize-local", key, run_synth)
@@ -335,8 +334,7 @@ def _tokenizer(base: str, cache: str | None) -> Any:
 
 # -- train --------------------------------------------------------------------------------------------
 def _train(base: str, kind: str, budget: int, data: Path, config: SweepConfig, stages: Executor) -> StageRun:
-    t = config.train
-    key = {"base": base, "data": data.name, "tokens": budget, **asdict(t), "seed": config.seed}
+    key = {"base": base, "data": data.name, "tokens": budget, **config.train_settings(), "seed": config.seed}
     run = functools.partial(_train_stage, base=base, run_name=f"{base}/{kind}/{budget}", budget=budget, data=data,
                             config=config)  # fmt: skip
     return stages.submit("train", key, run, where="worker", resources=_resources(config.resources.train))
@@ -345,30 +343,16 @@ def _train(base: str, kind: str, budget: int, data: Path, config: SweepConfig, s
 def _train_stage(d: Path, *, base: str, run_name: str, budget: int, data: Path, config: SweepConfig) -> None:
     from imitlab.train.launch import launch
     from imitlab.train.tracking import REPORT_TO_ENV
-    from imitlab.train.train_config import TrainConfig
 
-    t = config.train
     launch(
-        TrainConfig(
+        config.train_config(
             base=base,
             data=str(data),
             out=str(d),
             tokens=budget,
-            block_size=t.block_size,
-            batch_size=t.batch_size,
-            learning_rate=t.learning_rate,
-            warmup_steps=t.warmup_steps,
-            scheduler=t.scheduler,
-            epochs=t.epochs,
-            lora=t.lora,
-            seed=config.seed,
-            save="steps",  # resumable: a killed train stage picks up its last checkpoint
-            save_steps=25,
-            cache=config.cache,
-            processes=t.processes,
+            run_name=run_name,
             # tracked (when $IMITLAB_REPORT_TO names a tracker) under the cell's id: base/kind/budget
             report_to=os.environ.get(REPORT_TO_ENV, "none"),
-            run_name=run_name,
         )
     )
 
@@ -390,7 +374,7 @@ def _evaluate(
 ) -> StageRun:
     """The model's benchmark stage: the teacher through its server on the driver, every other model on a worker."""
     is_teacher = model["role"] == "teacher"
-    key = {"model": model["dir"] or model["spec"], **asdict(config.eval), "seed": config.seed}
+    key = {"model": model["dir"] or model["spec"], **config.eval.as_dict(), "seed": config.seed}
     run = functools.partial(
         _eval_stage,
         spec=model["spec"],

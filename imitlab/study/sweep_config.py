@@ -1,35 +1,33 @@
 """The sweep's configuration: a YAML file, checked completely before any work starts.
 
-Every section is a dataclass; an unknown key anywhere is an error naming the key and where it was, and
-every model name is parsed as a model spec up front (an unknown one lists the known names).
+Every section is a pydantic model (:class:`imitlab.stage_config.StageConfig`), so an unknown key anywhere is an
+error naming the key, where it was and the known keys, and every model name is parsed as a model spec up front (an
+unknown one lists the known names). The ``train`` section is not re-declared here: it is a partial
+:class:`~imitlab.train.train_config.TrainConfig` (any of its keys but those the sweep sets per cell), checked by
+``TrainConfig`` itself, over the sweep's CPU-sized defaults.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal
 
-import yaml
+import pydantic
 
 from imitlab.errors import ImitlabError
-from imitlab.fileio import read_text
-
-T = TypeVar("T")
+from imitlab.stage_config import StageConfig, read_config_file
 
 
-@dataclass
-class BroadData:
+class BroadData(StageConfig):
     """General-purpose imitation prompts (the paper's ShareGPT-Mix role), answered by the teacher."""
 
-    prompts: list[str] = field(default_factory=list)  # files in any importable format; ${IMITLAB_DATA} expands
+    prompts: list[str] = pydantic.Field(default_factory=list)  # files in any importable format; ${IMITLAB_DATA} expands
     limit: int = 60  # prompts taken (fixed order after import)
     max_tokens: int = 160  # teacher answer cap
 
 
-@dataclass
-class LocalData:
+class LocalData(StageConfig):
     """Task-specific imitation (the paper's NQ-synthetic): QA pairs the teacher writes from seed examples."""
 
     seeds: str = "${IMITLAB_DATA}/nq_open/NQ-open.dev.jsonl"
@@ -38,21 +36,26 @@ class LocalData:
     n_seed: int = 10
 
 
-@dataclass
-class TrainSection:
-    block_size: int = 256
-    batch_size: int = 4
-    learning_rate: float = 1e-4
-    warmup_steps: float = 0.0
-    scheduler: str = "constant"
-    epochs: float = 1.0
-    lora: bool = False
-    processes: int = 1  # data-parallel processes per training run (accelerate; one per GPU on a GPU node)
+# The sweep's training defaults, sized for a CPU; the `train:` section overrides them with any TrainConfig key.
+TRAIN_DEFAULTS: dict[str, Any] = {
+    "block_size": 256,
+    "batch_size": 4,
+    "learning_rate": 1e-4,
+    "warmup_steps": 0.0,
+    "scheduler": "constant",
+    "epochs": 1.0,
+    "lora": False,
+    "processes": 1,  # data-parallel processes per training run (accelerate; one per GPU on a GPU node)
+}
+# Set by the sweep for every cell (the cell's base, data, budget, directory and tracker name, the sweep's seed and
+# cache), so a `train:` section may not.
+TRAIN_SET_PER_CELL = ("base", "data", "out", "tokens", "seed", "cache", "run_name", "report_to")
+# How a train stage saves unless the section says otherwise: resumable, so a killed stage picks up its checkpoint.
+TRAIN_SAVE_DEFAULTS: dict[str, Any] = {"save": "steps", "save_steps": 25}
 
 
-@dataclass
-class EvalSection:
-    benches: list[str] = field(default_factory=lambda: ["nq_open", "humaneval"])
+class EvalSection(StageConfig):
+    benches: list[str] = pydantic.Field(default_factory=lambda: ["nq_open", "humaneval"])
     # Items per benchmark (a fixed-seed sample; None = all): one number for every benchmark, or a mapping
     # such as {nq_open: 100, humaneval: 20}, since a code problem costs far more than a short answer.
     limit: int | dict[str, int | None] | None = 40
@@ -60,11 +63,10 @@ class EvalSection:
     # How the teacher is scored. "completions": the raw few-shot prompt, as the students (and lm-eval) see
     # it; "chat": through the chat API, the only way into a proprietary model. "auto" picks completions for
     # a local teacher (packaged, gguf:, hf:) and chat for an openai: endpoint.
-    teacher_mode: str = "auto"
+    teacher_mode: Literal["auto", "chat", "completions"] = "auto"
 
 
-@dataclass
-class JudgeSection:
+class JudgeSection(StageConfig):
     judge: str | None = None  # default: the teacher
     prompts: str = "koala"
     limit: int = 8
@@ -72,59 +74,61 @@ class JudgeSection:
     judge_max_tokens: int = 256  # verdict cap (the judge explains, then gives [[A]], [[B]] or [[C]])
     # text: the judge's parsed reply; logprob: P(label) at the verdict token, both orders averaged, which removes a
     # constant position preference (needs an API that returns logprobs: llama.cpp's server, vLLM, OpenAI)
-    verdict: str = "text"
+    verdict: Literal["text", "logprob"] = "text"
     template: str = "default"  # default | label (verdict first; pair with verdict: logprob) | mt-bench | ... | PATH
     style: bool = True  # style metrics vs the teacher on the same prompts
 
 
-@dataclass
-class StageResources:
+class StageResources(StageConfig):
     """What one stage asks of a cluster worker (Ray's num_cpus / num_gpus; fractions share a device)."""
 
-    cpus: float = 1.0
-    gpus: float = 0.0
+    cpus: float = pydantic.Field(1.0, ge=0)
+    gpus: float = pydantic.Field(0.0, ge=0)
 
 
-@dataclass
-class ResourcesSection:
+class ResourcesSection(StageConfig):
     """Per-stage requirements under ``imitlab sweep --executor ray`` (the local executor runs stages in its own
     process and ignores them). On GPUs a training cell asks for ``train.processes`` GPUs, one per process."""
 
-    train: StageResources = field(default_factory=StageResources)
-    eval: StageResources = field(default_factory=StageResources)
-    answers: StageResources = field(default_factory=StageResources)
+    train: StageResources = StageResources()
+    eval: StageResources = StageResources()
+    answers: StageResources = StageResources()
 
 
-@dataclass
-class SweepConfig:
+class SweepConfig(StageConfig):
     name: str
     teacher: str
     bases: list[str]
-    budgets: list[int]
-    data_kinds: list[str] = field(default_factory=lambda: ["broad", "local"])
-    broad: BroadData = field(default_factory=BroadData)
-    local: LocalData = field(default_factory=LocalData)
-    train: TrainSection = field(default_factory=TrainSection)
-    eval: EvalSection = field(default_factory=EvalSection)
-    judge: JudgeSection = field(default_factory=JudgeSection)
-    resources: ResourcesSection = field(default_factory=ResourcesSection)
+    budgets: list[pydantic.PositiveInt]
+    data_kinds: list[Literal["broad", "local"]] = pydantic.Field(default_factory=lambda: ["broad", "local"])
+    broad: BroadData = BroadData()
+    local: LocalData = LocalData()
+    # TrainConfig keys over TRAIN_DEFAULTS (see train_settings); checked by TrainConfig at load
+    train: dict[str, Any] = pydantic.Field(default_factory=dict)
+    eval: EvalSection = EvalSection()
+    judge: JudgeSection = JudgeSection()
+    resources: ResourcesSection = ResourcesSection()
     teacher_concurrency: int = 4
     seed: int = 0
     data_dir: str | None = None
     cache: str | None = None
 
+    @pydantic.field_validator("broad", "local", "train", "eval", "judge", "resources", mode="before")
+    @classmethod
+    def _empty_section(cls, value: Any) -> Any:
+        return {} if value is None else value  # `judge:` with nothing under it means the defaults
 
-_SECTIONS = {"broad": BroadData, "local": LocalData, "train": TrainSection, "eval": EvalSection, "judge": JudgeSection}
+    def train_settings(self) -> dict[str, Any]:
+        """The training settings every cell shares (and its stage key): the defaults with the section over them.
+        Saving is not part of it: how a run saves does not change the model it trains."""
+        return {**TRAIN_DEFAULTS, **self.train}
 
+    def train_config(self, *, base: str, data: str, out: str, tokens: int, run_name: str, report_to: str) -> Any:
+        from imitlab.train.train_config import TrainConfig
 
-def _build(cls: type[T], raw: Any, where: str) -> T:
-    if not isinstance(raw, dict):
-        raise ImitlabError(f"{where}: expected a mapping, got {type(raw).__name__}")
-    known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
-    for key in raw:
-        if key not in known:
-            raise ImitlabError(f"{where}: unknown key {key!r}; known keys: {', '.join(sorted(known))}")
-    return cls(**raw)
+        return TrainConfig(**{**TRAIN_SAVE_DEFAULTS, **self.train_settings()}, base=base, data=data, out=out,
+                           tokens=tokens, seed=self.seed, cache=self.cache, run_name=run_name,
+                           report_to=report_to)  # fmt: skip
 
 
 def expand(path: str, data_dir: str | None) -> str:
@@ -144,43 +148,21 @@ def load_sweep_config(source: str | Path | dict[str, Any]) -> SweepConfig:
     else:
         if not Path(source).is_file():
             raise ImitlabError(f"sweep config not found: {source}")
-        try:
-            raw = yaml.safe_load(read_text(source))  # read_text: encodings and NUL bytes, naming line and column
-        except yaml.MarkedYAMLError as exc:
-            mark = exc.problem_mark or exc.context_mark
-            at = f":{mark.line + 1}" if mark else ""
-            column = f" at column {mark.column + 1}" if mark else ""
-            raise ImitlabError(f"{source}{at}: not valid YAML ({exc.problem or exc.context}{column})") from None
-        except yaml.YAMLError as exc:
-            raise ImitlabError(f"{source}: not valid YAML ({str(exc).splitlines()[0]})") from None
-        except RecursionError:
-            raise ImitlabError(f"{source}: YAML nested too deeply") from None
-    if not isinstance(raw, dict):
-        raise ImitlabError(f"{where}: expected a mapping at the top level")
-    for name, cls in _SECTIONS.items():
-        if name in raw:
-            raw[name] = _build(cls, raw[name] or {}, f"{where}: {name}")
-    if "resources" in raw:
-        raw["resources"] = _build_resources(raw["resources"] or {}, f"{where}: resources")
-    missing = [k for k in ("name", "teacher", "bases", "budgets") if k not in raw]
-    if missing:
-        raise ImitlabError(f"{where}: missing required key(s) {', '.join(missing)}")
-    config = _build(SweepConfig, raw, where)
+        raw = read_config_file(source)  # encodings, NUL bytes and YAML errors, naming line and column
+    config = SweepConfig.build(raw, where)
     check(config, where)
     return config
 
 
-def _build_resources(raw: Any, where: str) -> ResourcesSection:
-    section = _build(ResourcesSection, raw, where)
-    for name in ("train", "eval", "answers"):
-        given = getattr(section, name)
-        stage = given if isinstance(given, StageResources) else _build(StageResources, given or {}, f"{where}.{name}")
-        for item in ("cpus", "gpus"):
-            value = getattr(stage, item)
-            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-                raise ImitlabError(f"{where}.{name}.{item}: give a number of at least 0, got {value!r}")
-        setattr(section, name, stage)
-    return section
+def _check_train(config: SweepConfig, where: str) -> None:
+    """The train section through TrainConfig itself: its keys, types and checks, with the sweep's per-cell values."""
+    from imitlab.train.train_config import TrainConfig
+
+    for key in config.train:
+        if key in TRAIN_SET_PER_CELL:
+            raise ImitlabError(f"{where}: train.{key}: set by the sweep for each cell, not in the train section")
+    settings = {**TRAIN_SAVE_DEFAULTS, **config.train_settings()}
+    TrainConfig.build(settings, f"{where}: train", base="-", data="-", out="-", tokens=1).validate()
 
 
 def check(config: SweepConfig, where: str) -> None:
@@ -194,27 +176,19 @@ def check(config: SweepConfig, where: str) -> None:
             raise ImitlabError(f"{where}: {label}: {exc}") from None
     if config.judge.judge:
         parse_spec(config.judge.judge)
-    if config.judge.verdict not in ("text", "logprob"):
-        raise ImitlabError(f"{where}: judge.verdict: give text or logprob, got {config.judge.verdict!r}")
     if not config.bases:
         raise ImitlabError(f"{where}: bases: name at least one base model")
-    if not config.budgets or any(not isinstance(b, int) or b <= 0 for b in config.budgets):
+    if not config.budgets:
         raise ImitlabError(f"{where}: budgets: give positive token counts, e.g. [4000, 8000]")
-    for kind in config.data_kinds:
-        if kind not in ("broad", "local"):
-            raise ImitlabError(f"{where}: data_kinds: unknown kind {kind!r}; known: broad, local")
     if "broad" in config.data_kinds and not config.broad.prompts:
         raise ImitlabError(f"{where}: broad.prompts: name at least one prompt file")
-    if config.eval.teacher_mode not in ("auto", "chat", "completions"):
-        raise ImitlabError(
-            f"{where}: eval.teacher_mode: {config.eval.teacher_mode!r} is not one of auto, chat, completions"
-        )
     for bench in config.eval.benches:
         try:
             get_task(bench)
         except ImitlabError as exc:
             raise ImitlabError(f"{where}: eval.benches: {exc}") from None
-    train_gpus, processes = config.resources.train.gpus, config.train.processes
+    _check_train(config, where)
+    train_gpus, processes = config.resources.train.gpus, config.train_settings()["processes"]
     if train_gpus and processes > 1 and train_gpus != processes:
         raise ImitlabError(
             f"{where}: resources.train.gpus: train.processes is {processes}, one process per GPU, so a training "

@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+import pydantic
+
 from imitlab.devices import check_device, check_dtype
 from imitlab.errors import ImitlabError
+from imitlab.stage_config import StageConfig
 
 SAVE_POLICIES = ("final", "steps", "none")
 
 
-@dataclass
-class TrainConfig:
+class TrainConfig(StageConfig):
     base: str  # model spec of the student's base model
     data: str  # a data-set directory (conversations.jsonl) or a conversations .jsonl file
     out: str  # output directory: model/, metrics.jsonl, manifest.json, checkpoints/
@@ -50,7 +50,7 @@ class TrainConfig:
     cache: str | None = None
     report_to: str = "none"  # the Trainer's trackers: none, or tensorboard, wandb, mlflow (comma-separated)
     run_name: str | None = None  # the run's name in those trackers (default: the out directory's name)
-    extra: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = pydantic.Field(default_factory=dict)
 
     def validate(self) -> None:
         from imitlab.train.tracking import parse_report_to
@@ -75,14 +75,7 @@ class TrainConfig:
             )
         check_dtype(self.dtype)
 
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2)
-
     @classmethod
     def from_json(cls, path: str | Path) -> TrainConfig:
-        raw = json.loads(Path(path).read_text())
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(raw) - known)
-        if unknown:
-            raise ImitlabError(f"{path}: unknown training config keys {unknown}; known: {sorted(known)}")
-        return cls(**raw)
+        """The config a launcher wrote for its worker processes (JSON is YAML)."""
+        return cls.from_file(path)
