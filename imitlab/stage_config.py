@@ -39,23 +39,31 @@ def _known_keys(cls: type[pydantic.BaseModel] | None, loc: tuple[Any, ...]) -> s
     return ", ".join(sorted(cls.model_fields)) if cls else "?"
 
 
-def describe_errors(exc: pydantic.ValidationError, cls: type[pydantic.BaseModel] | None, where: str) -> str:
-    """One line per problem: ``WHERE: KEY: what is wrong``; an unknown key lists the known ones."""
+def describe_errors(
+    exc: pydantic.ValidationError,
+    cls: type[pydantic.BaseModel] | None,
+    where: str,
+    key_lines: Mapping[str, int] | None = None,
+) -> str:
+    """One line per problem: ``WHERE[:LINE]: KEY: what is wrong``; an unknown key lists the known ones.
+    ``key_lines`` maps dotted keys to their line in the file ``where`` names (:func:`key_lines`)."""
     cls = cls or _model_named(exc.title)
     lines = []
     for err in exc.errors():
         key = ".".join(str(p) for p in err["loc"]) or "(config)"
+        line = _line_of(key, key_lines or {})
+        where_at = f"{where}:{line}" if line else where
         if err["type"] == "extra_forbidden":
             section = "".join(f"{p}." for p in err["loc"][:-1]).rstrip(".")
-            at = f"{where}: {section}" if section else where
+            at = f"{where_at}: {section}" if section else where_at
             known = _known_keys(cls, err["loc"])
             lines.append(f"{at}: unknown key {str(err['loc'][-1])!r}; known keys: {known}")
         elif err["type"] == "missing":
-            lines.append(f"{where}: missing required key {key!r}")
+            lines.append(f"{where_at}: missing required key {key!r}")
         else:
             got = err.get("input")
             shown = repr(got) if not isinstance(got, Mapping) else "a mapping"
-            lines.append(f"{where}: {key}: {err['msg'].removeprefix('Value error, ')} (got {shown[:80]})")
+            lines.append(f"{where_at}: {key}: {err['msg'].removeprefix('Value error, ')} (got {shown[:80]})")
     return "\n".join(lines)
 
 
@@ -92,9 +100,9 @@ class StageConfig(pydantic.BaseModel):
         }
 
     @classmethod
-    def build(cls, raw: Any, where: str, **fixed: Any) -> Self:
+    def build(cls, raw: Any, where: str, *, lines: Mapping[str, int] | None = None, **fixed: Any) -> Self:
         """Validate a mapping read from ``where`` (a file, a sweep section); ``fixed`` keys are set by the caller
-        and win over the mapping."""
+        and win over the mapping; ``lines`` (dotted key -> line in the file) puts the line in an error."""
         if raw is None:
             raw = {}
         if not isinstance(raw, Mapping):
@@ -102,12 +110,12 @@ class StageConfig(pydantic.BaseModel):
         try:
             return cls.model_validate({**raw, **fixed})
         except pydantic.ValidationError as exc:
-            raise ImitlabError(describe_errors(exc, cls, where)) from None
+            raise ImitlabError(describe_errors(exc, cls, where, lines)) from None
 
     @classmethod
     def from_file(cls, path: str | Path, **fixed: Any) -> Self:
         """Settings from a YAML or JSON file (a mapping of this stage's keys)."""
-        return cls.build(read_config_file(path), str(path), **fixed)
+        return cls.build(read_config_file(path), str(path), lines=key_lines(path), **fixed)
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready settings (paths as strings), for manifests and cache keys."""
@@ -139,3 +147,35 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise ImitlabError(f"{path}: expected a mapping of settings at the top level, got {type(raw).__name__}")
     return raw
+
+
+def key_lines(path: str | Path) -> dict[str, int]:
+    """Dotted key -> 1-based line of that key in a YAML file (empty when the file cannot be composed)."""
+    from imitlab.fileio import read_text
+
+    try:
+        root = yaml.compose(read_text(path))
+    except (yaml.YAMLError, RecursionError, OSError, ImitlabError):
+        return {}
+    found: dict[str, int] = {}
+
+    def walk(node: Any, prefix: str) -> None:
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                if isinstance(key, yaml.ScalarNode):
+                    name = f"{prefix}{key.value}"
+                    found.setdefault(name, key.start_mark.line + 1)
+                    walk(value, name + ".")
+
+    walk(root, "")
+    return found
+
+
+def _line_of(key: str, lines: Mapping[str, int]) -> int | None:
+    """The line of ``key`` or of the nearest enclosing key the file has (a list item's error points at its list)."""
+    parts = key.split(".")
+    while parts:
+        if ".".join(parts) in lines:
+            return lines[".".join(parts)]
+        parts.pop()
+    return None

@@ -66,7 +66,9 @@ def test_samples_get_one_verdict_each_and_pass_at_k(tmp_path: Path) -> None:
         {"task_id": "Toy/1", "completion": "    return 2 * x\n"},
     ]
     completions = _write_jsonl(tmp_path / "samples.jsonl", samples)
-    summary = score_completions(CompletionsConfig(completions, tmp_path / "out", problems=problems, ks=(1, 2, 3)))
+    summary = score_completions(
+        CompletionsConfig(completions=completions, out=tmp_path / "out", problems=problems, ks=(1, 2, 3))
+    )
     verdicts = _verdicts(tmp_path / "out", "samples")
     assert [v["passed"] for v in verdicts] == [True, False, False, True, False, True]
     assert [v["completion_id"] for v in verdicts] == [0, 1, 2, 0, 1, 2]
@@ -100,7 +102,7 @@ def test_bad_completion_lines_name_file_line_and_field(tmp_path: Path, records: 
     problems = _write_jsonl(tmp_path / "toy.jsonl", TOY)
     completions = _write_jsonl(tmp_path / "samples.jsonl", records)
     with pytest.raises(ImitlabError, match=message):
-        score_completions(CompletionsConfig(completions, tmp_path / "out", problems=problems))
+        score_completions(CompletionsConfig(completions=completions, out=tmp_path / "out", problems=problems))
     assert not (tmp_path / "out" / "samples.verdicts.jsonl").exists()  # nothing half-written
 
 
@@ -109,10 +111,10 @@ def test_not_json_and_bad_encoding_are_one_line_errors(tmp_path: Path) -> None:
     broken = tmp_path / "samples.jsonl"
     broken.write_text('{"task_id": "Toy/0", "completion": "x"}\n{"task_id": \n', encoding="utf-8")
     with pytest.raises(ImitlabError, match=r"samples.jsonl:2: not valid JSON"):
-        score_completions(CompletionsConfig(broken, tmp_path / "out", problems=problems))
+        score_completions(CompletionsConfig(completions=broken, out=tmp_path / "out", problems=problems))
     broken.write_bytes(b'{"task_id": "Toy/0", "completion": "caf\xe9"}\n')
     with pytest.raises(ImitlabError, match=r"samples.jsonl:1: not UTF-8 \(byte 0xe9 at column 40\)"):
-        score_completions(CompletionsConfig(broken, tmp_path / "out", problems=problems))
+        score_completions(CompletionsConfig(completions=broken, out=tmp_path / "out", problems=problems))
 
 
 @pytest.mark.parametrize(
@@ -128,7 +130,7 @@ def test_bad_problem_files_name_file_line_and_field(tmp_path: Path, problem: dic
     problems = _write_jsonl(tmp_path / "toy.jsonl", [TOY[1], problem])
     completions = _write_jsonl(tmp_path / "samples.jsonl", [{"task_id": "Toy/1", "completion": "    return 2 * x\n"}])
     with pytest.raises(ImitlabError, match=message):
-        score_completions(CompletionsConfig(completions, tmp_path / "out", problems=problems))
+        score_completions(CompletionsConfig(completions=completions, out=tmp_path / "out", problems=problems))
 
 
 def test_qa_answers_by_id_or_question(tmp_path: Path) -> None:
@@ -140,7 +142,7 @@ def test_qa_answers_by_id_or_question(tmp_path: Path) -> None:
         {"id": int(third["id"]), "answer": f"It is {third['answers'][0]}."},  # an integer id; contained, not exact
     ]
     completions = _write_jsonl(tmp_path / "nq.jsonl", answers)
-    summary = score_completions(CompletionsConfig(completions, tmp_path / "out", bench="nq_open"))
+    summary = score_completions(CompletionsConfig(completions=completions, out=tmp_path / "out", bench="nq_open"))
     verdicts = _verdicts(tmp_path / "out", "nq")
     assert [v["task_id"] for v in verdicts] == [first["id"], second["id"], third["id"]]
     assert [v["passed"] for v in verdicts] == [True, False, False]
@@ -164,7 +166,7 @@ def test_qa_errors_name_file_line_and_field(tmp_path: Path) -> None:
     for records, message in cases:
         completions = _write_jsonl(tmp_path / "nq.jsonl", records)
         with pytest.raises(ImitlabError, match=message):
-            score_completions(CompletionsConfig(completions, tmp_path / "out", bench="nq_open"))
+            score_completions(CompletionsConfig(completions=completions, out=tmp_path / "out", bench="nq_open"))
 
 
 def test_multiple_choice_takes_a_letter_an_index_or_the_text(tmp_path: Path) -> None:
@@ -177,7 +179,7 @@ def test_multiple_choice_takes_a_letter_an_index_or_the_text(tmp_path: Path) -> 
         {"id": items[3]["id"], "answer": "none of these"},
     ]
     summary = score_completions(
-        CompletionsConfig(_write_jsonl(tmp_path / "arc.jsonl", answers), tmp_path, bench="arc_easy")
+        CompletionsConfig(completions=_write_jsonl(tmp_path / "arc.jsonl", answers), out=tmp_path, bench="arc_easy")
     )
     verdicts = _verdicts(tmp_path, "arc")
     assert [v["passed"] for v in verdicts] == [True, True, True, False]
@@ -232,7 +234,7 @@ def test_broken_solutions_score_as_failed(tmp_path: Path) -> None:
     }
     samples = [{"task_id": p["task_id"], "completion": fn(p)} for fn in breakers.values() for p in problems]
     completions = _write_jsonl(tmp_path / "broken.jsonl", samples)
-    summary = score_completions(CompletionsConfig(completions, tmp_path, problems=problem_file))
+    summary = score_completions(CompletionsConfig(completions=completions, out=tmp_path, problems=problem_file))
     verdicts = _verdicts(tmp_path, "broken")
     assert len(verdicts) == len(samples) and summary["n_problems"] == 164
     by_kind = {kind: verdicts[i * len(problems) : (i + 1) * len(problems)] for i, kind in enumerate(breakers)}
@@ -248,5 +250,7 @@ def test_bom_and_utf16_files_are_read(tmp_path: Path) -> None:
     text = json.dumps({"task_id": "Toy/1", "completion": "    return 2 * x  # é\n"}) + "\r\n"
     for name, data in (("utf8bom", b"\xef\xbb\xbf" + text.encode()), ("utf16", text.encode("utf-16"))):
         (tmp_path / f"{name}.jsonl").write_bytes(data)
-        summary = score_completions(CompletionsConfig(tmp_path / f"{name}.jsonl", tmp_path / "out", problems=problems))
+        summary = score_completions(
+            CompletionsConfig(completions=tmp_path / f"{name}.jsonl", out=tmp_path / "out", problems=problems)
+        )
         assert summary["passed_records"] == summary["n_records"] == 1, name

@@ -291,5 +291,5 @@ def test_completions_scored_against_a_datasets_copy_of_humaneval(
                                for p in problems))  # fmt: skip
     monkeypatch.delenv("IMITLAB_DATA")
     monkeypatch.setenv("IMITLAB_DATASET_HUMANEVAL", str(tmp_path / "he"))
-    summary = score_completions(CompletionsConfig(samples, tmp_path / "out", bench="humaneval"))
+    summary = score_completions(CompletionsConfig(completions=samples, out=tmp_path / "out", bench="humaneval"))
     assert (summary["n_problems"], summary["passed_records"], summary["problems_from"]) == (3, 3, str(tmp_path / "he"))

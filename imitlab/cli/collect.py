@@ -7,16 +7,29 @@ from typing import Annotated
 
 import typer
 
-from imitlab.cli.options import BaseUrlOpt, CacheOpt, ConcurrencyOpt, CtxPerSlotOpt, TeacherOpt, TemperatureOpt
+from imitlab.cli.options import (
+    BaseUrlOpt,
+    CacheOpt,
+    ConcurrencyOpt,
+    ConfigFileOpt,
+    CtxPerSlotOpt,
+    TeacherOrNoneOpt,
+    TemperatureOpt,
+    stage_config,
+)
 from imitlab.cli.output import err_console, print_summary
 
 
 def collect_cmd(
-    teacher: TeacherOpt,
+    ctx: typer.Context,
+    teacher: TeacherOrNoneOpt = None,
     prompts: Annotated[
-        Path, typer.Option(help="Prompt set, or any file `imitlab prompts import` reads (-> OUT/prompts.jsonl).")
-    ],
-    out: Annotated[Path, typer.Option(help="Output data-set directory (rerun the same command to resume).")],
+        Path | None,
+        typer.Option(help="Prompt set, or any file `imitlab prompts import` reads (-> OUT/prompts.jsonl)."),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Output data-set directory (rerun the same command to resume).")
+    ] = None,
     concurrency: ConcurrencyOpt = 8,
     samples: Annotated[int, typer.Option("--samples", "-n", help="Answers per prompt.")] = 1,
     system: Annotated[str | None, typer.Option(help="System prompt for prompts without one.")] = None,
@@ -55,19 +68,31 @@ def collect_cmd(
     batch_poll: Annotated[float, typer.Option(help="Longest wait between batch status polls, seconds.")] = 60.0,
     base_url: BaseUrlOpt = None,
     cache: CacheOpt = None,
+    config_file: ConfigFileOpt = None,
 ) -> None:
-    """Send every prompt to the teacher; write conversations.jsonl + manifest.json (resumable)."""
+    """Send every prompt to the teacher; write conversations.jsonl + manifest.json (resumable).
+
+    --teacher, --prompts and --out are required unless the --config file sets teacher, prompts and out."""
     from imitlab.collect import CollectConfig, collect
 
-    prompt_set = _as_prompt_set(prompts, out)
-    cfg = CollectConfig(
-        teacher=teacher, prompts=prompt_set, out=out, base_url=base_url, concurrency=concurrency, timeout=timeout,
+    values = dict(
+        teacher=teacher, prompts=prompts, out=out, base_url=base_url, concurrency=concurrency, timeout=timeout,
         max_retries=max_retries, n_samples=samples, system=system, temperature=temperature, top_p=top_p,
         max_tokens=max_tokens, seed=seed, price_prompt_per_m=price_prompt, price_completion_per_m=price_completion,
         use_cache=use_cache, cache_path=cache_file, cache_root=cache, retry_failed=retry_failed, progress=progress,
         ctx_per_slot=ctx_per_slot, stream=stream, batch=batch, batch_file_only=batch_file_only,
         merge_batch_output=merge_batch_output, batch_discount=batch_discount, batch_poll_s=batch_poll,
     )  # fmt: skip
+    renamed = {
+        "n_samples": "samples",
+        "price_prompt_per_m": "price_prompt",
+        "cache_root": "cache",
+        "price_completion_per_m": "price_completion",
+        "cache_path": "cache_file",
+        "batch_poll_s": "batch_poll",
+    }
+    cfg = stage_config(ctx, CollectConfig, config_file, values, options=renamed)
+    cfg.prompts = _as_prompt_set(cfg.prompts, cfg.out)
     result = collect(cfg, console=err_console)
     m, run = result.manifest, result.run
     rows: dict[str, object] = {

@@ -8,12 +8,22 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from imitlab.cli.options import BaseUrlOpt, CacheOpt, ConcurrencyOpt, DataDirOpt, DeviceOpt, DtypeOpt
+from imitlab.cli.options import (
+    BaseUrlOpt,
+    CacheOpt,
+    ConcurrencyOpt,
+    ConfigFileOpt,
+    DataDirOpt,
+    DeviceOpt,
+    DtypeOpt,
+    stage_config,
+)
 from imitlab.cli.output import console
 from imitlab.errors import ImitlabError
 
 
 def eval_(
+    ctx: typer.Context,
     model: Annotated[
         Optional[str], typer.Option("--model", help="Model spec: packaged name, hf:DIR, gguf:PATH, openai:NAME.")
     ] = None,
@@ -58,6 +68,7 @@ def eval_(
         Optional[Path], typer.Option(help="With --completions: problems in HumanEval's schema (default: --bench's).")
     ] = None,
     cache: CacheOpt = None,
+    config_file: ConfigFileOpt = None,
 ) -> None:
     """Score a model on targeted benchmarks (NQ, TriviaQA, MMLU, ARC, HumanEval) with 95% CIs."""
     from imitlab.evals import EvalConfig, get_task, known_tasks, run_eval
@@ -65,7 +76,7 @@ def eval_(
     if completions is not None or problems is not None:
         _eval_completions(completions, problems, bench, model, out, data_dir, seed)
         return
-    if list_ or not bench:
+    if list_ or (not bench and config_file is None):
         table = Table(title="benchmarks")
         table.add_column("name", no_wrap=True)
         table.add_column("kind")
@@ -77,14 +88,14 @@ def eval_(
         if not bench and not list_:
             raise ImitlabError("name at least one benchmark with --bench NAME[,NAME]")
         return
-    if not model:
+    if not model and config_file is None:
         raise ImitlabError("name the model to evaluate with --model SPEC")
     if limit is not None and sample is not None:
         raise ImitlabError("--limit (the first N items) and --sample (a seeded sample of N) exclude each other")
     from imitlab.sources import parse_overrides
 
-    config = EvalConfig(
-        model=model, benches=[b.strip() for b in bench.split(",") if b.strip()], out=out, data_dir=data_dir,
+    values = dict(
+        model=model, benches=[b.strip() for b in bench.split(",") if b.strip()] or None, out=out, data_dir=data_dir,
         limit=sample if sample is not None else limit, limit_mode="sample" if sample is not None else "first",
         num_fewshot=num_fewshot, subjects=[s.strip() for s in subjects.split(",") if s.strip()] if subjects else None,
         datasets=parse_overrides(dataset or []),
@@ -92,6 +103,10 @@ def eval_(
         threads=threads, concurrency=concurrency, samples=samples, max_tokens=max_tokens, cache=cache,
         device=device, dtype=dtype,
     )  # fmt: skip
+    renamed = {"benches": "bench", "datasets": "dataset", "limit": "sample" if sample is not None else "limit",
+               "limit_mode": "sample"}  # fmt: skip
+    config = stage_config(ctx, EvalConfig, config_file, values, options=renamed)
+    model, out = config.model, config.out
     with console.status("evaluating ...") as status:
         summaries = run_eval(config, progress=status.update)
     table = Table(title=f"{model} (95% bootstrap CIs)")
@@ -122,7 +137,9 @@ def _eval_completions(
         raise ImitlabError("--problems goes with --completions FILE (the outputs to score)")
     if model:
         raise ImitlabError("--completions scores outputs made elsewhere; drop --model")
-    config = CompletionsConfig(completions, out, bench=bench or None, problems=problems, data_dir=data, seed=seed)
+    config = CompletionsConfig(
+        completions=completions, out=out, bench=bench or None, problems=problems, data_dir=data, seed=seed
+    )
     with console.status("scoring completions ...") as status:
         summary = score_completions(config, progress=status.update)
     table = Table(title=f"{completions.name} on {summary['bench']} (95% bootstrap CIs)")

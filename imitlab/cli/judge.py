@@ -16,6 +16,7 @@ from imitlab.cli.options import (
     AnswerTokensOpt,
     BaseUrlOpt,
     CacheOpt,
+    ConfigFileOpt,
     DataDirOpt,
     JudgeOpt,
     JudgeOrNoneOpt,
@@ -28,6 +29,7 @@ from imitlab.cli.options import (
     PromptsOrNoneOpt,
     SeedOpt,
     TemplateOpt,
+    stage_config,
 )
 from imitlab.cli.output import console
 
@@ -74,6 +76,7 @@ def judge_cmd(
     base_url: BaseUrlOpt = None,
     data_dir: DataDirOpt = None,
     cache: CacheOpt = None,
+    config_file: ConfigFileOpt = None,
 ) -> None:
     """Pairwise LLM-as-judge, both orders: win/tie/loss of A vs B and "as good as or better", with 95% CIs."""
     from imitlab.judge.pairwise import JudgeConfig, run_judge
@@ -83,17 +86,18 @@ def judge_cmd(
         return
     missing = [name for name, value in (("--a", a), ("--b", b), ("--prompts", prompts), ("--judge", judge),
                                         ("--out", out)) if value is None]  # fmt: skip
-    if missing:
+    if missing and config_file is None:
         raise typer.BadParameter(f"missing option(s) {', '.join(missing)} (or name a sub-command: calibrate, probe)")
-    assert a and b and prompts and judge and out
 
-    config = JudgeConfig(
-        a=a, b=b, prompts=prompts, judge=judge, out=out, template=template, flip=flip,  # type: ignore[arg-type]
-        verdict=verdict,  # type: ignore[arg-type]
+    values = dict(
+        a=a, b=b, prompts=prompts, judge=judge, out=out, template=template, flip=flip, verdict=verdict,
         reference="auto" if reference else "off", limit=limit, judge_max_tokens=judge_max_tokens,
         generation=GenerationParams(max_tokens=max_tokens, parallel=parallel), parallel=parallel,
         data=data_dir, cache=cache, base_url=base_url,
     )  # fmt: skip
+    renamed = {"generation": "max_tokens", "data": "data_dir"}
+    config = stage_config(ctx, JudgeConfig, config_file, values, options=renamed)
+    judge = config.judge
     summary = run_judge(config)
     c = summary["counts"]
     table = Table(title=f"{summary['a']['model']} (A) vs {summary['b']['model']} (B), judge {judge}")

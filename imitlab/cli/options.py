@@ -8,11 +8,13 @@ no flag, so the parameter's name (``private``) gives it.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, TypeVar
 
 import typer
 
 from imitlab.devices import DEVICE_HELP, DTYPE_HELP
+
+T = TypeVar("T")
 
 # -- everywhere: where things live, how models are reached ----------------------------------------------------
 CacheOpt = Annotated[
@@ -49,6 +51,9 @@ MaxRequestsOpt = Annotated[int | None, typer.Option("--max-requests", help="Stop
 TeacherOpt = Annotated[
     str, typer.Option("--teacher", help="Teacher model spec: packaged name, gguf:PATH, openai:MODEL.")
 ]
+TeacherOrNoneOpt = Annotated[
+    str | None, typer.Option("--teacher", help="Teacher model spec: packaged name, gguf:PATH, openai:MODEL.")
+]
 
 # -- prompt sets and imitation sets (prompts, data) ---------------------------------------------------------------
 PromptSetOutOpt = Annotated[Path, typer.Option("--out", help="Prompt-set JSONL to write.")]
@@ -84,3 +89,49 @@ DbOpt = Annotated[Path, typer.Option("--db", help="The rating database (SQLite).
 
 # -- the hub (data export, train) ------------------------------------------------------------------------------------
 PrivateOpt = Annotated[bool, typer.Option(help="With --push-to-hub: create the repo private.")]
+
+# -- a stage's settings from a file ------------------------------------------------------------------------------
+ConfigFileOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        help="Settings from a YAML or JSON file: this stage's config keys (docs/configs.md); options given on the "
+        "command line win over the file.",
+    ),
+]
+
+
+def stage_config(
+    ctx: typer.Context,
+    cls: type[T],
+    config_file: Path | None,
+    values: dict[str, Any],
+    *,
+    options: dict[str, str] | None = None,
+) -> T:
+    """The stage's config from ``--config FILE`` and the command line: a key in the file is used unless its option
+    was given on the command line; an option left at its default fills the keys the file does not set.
+
+    ``values`` maps config keys to what the command line makes of them; ``options`` names the command's parameter
+    for a key when it has another name (``learning_rate`` <- ``lr``). A required key given by neither is named
+    with its option.
+    """
+    from imitlab.errors import ImitlabError
+    from imitlab.stage_config import key_lines, read_config_file
+
+    options = options or {}
+    from_file = read_config_file(config_file) if config_file else {}
+    merged = dict(from_file)
+    for key, value in values.items():
+        source = ctx.get_parameter_source(options.get(key, key))  # by name: typer may vendor its own click
+        at_default = source is None or source.name in ("DEFAULT", "DEFAULT_MAP")
+        if key not in from_file or not at_default:
+            merged[key] = value
+    for key, field in cls.model_fields.items():  # type: ignore[attr-defined]
+        if field.is_required() and merged.get(key) is None:
+            flag = "--" + options.get(key, key).replace("_", "-")
+            also = f" or `{key}:` in {config_file}" if config_file else " (or --config FILE with it)"
+            raise ImitlabError(f"missing {flag}{also}")
+    where = f"{config_file}" if config_file else "command line"
+    lines = key_lines(config_file) if config_file else None
+    return cls.build(merged, where, lines=lines)  # type: ignore[attr-defined, no-any-return]

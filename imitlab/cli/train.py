@@ -7,14 +7,21 @@ from typing import Annotated
 
 import typer
 
-from imitlab.cli.options import CacheOpt, DeviceOpt, DtypeOpt, PrivateOpt
+from imitlab.cli.options import CacheOpt, ConfigFileOpt, DeviceOpt, DtypeOpt, PrivateOpt, stage_config
 from imitlab.cli.output import console
 
 
 def train_cmd(
-    base: Annotated[str, typer.Option("--base", help="Student base model spec (packaged name, hf:DIR, gguf:PATH).")],
-    data: Annotated[Path, typer.Option("--data", help="Data-set directory (conversations.jsonl) or .jsonl file.")],
-    out: Annotated[Path, typer.Option("--out", help="Run directory: model/, metrics.jsonl, manifest.json.")],
+    ctx: typer.Context,
+    base: Annotated[
+        str | None, typer.Option("--base", help="Student base model spec (packaged name, hf:DIR, gguf:PATH).")
+    ] = None,
+    data: Annotated[
+        Path | None, typer.Option("--data", help="Data-set directory (conversations.jsonl) or .jsonl file.")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Run directory: model/, metrics.jsonl, manifest.json.")
+    ] = None,
     tokens: Annotated[str | None, typer.Option(help="Token budget, e.g. 300k (as `imitlab data subset`).")] = None,
     eval_data: Annotated[Path | None, typer.Option(help="Held-out conversations for eval loss.")] = None,
     block_size: Annotated[int, typer.Option(help="Packed block length (paper: 2048).")] = 2048,
@@ -61,26 +68,32 @@ def train_cmd(
     ] = None,
     private: PrivateOpt = False,
     cache: CacheOpt = None,
+    config_file: ConfigFileOpt = None,
 ) -> None:
-    """Fine-tune a student on teacher conversations (loss on the teacher's tokens only)."""
+    """Fine-tune a student on teacher conversations (loss on the teacher's tokens only).
+
+    --base, --data and --out are required unless the --config file sets base, data and out."""
     from imitlab.data.subset import parse_budget
     from imitlab.train.launch import Rendezvous, launch
     from imitlab.train.train_config import TrainConfig
 
-    if push_to_hub:  # checked before hours of training, not after
-        from imitlab.train.push import check_train_push
-
-        check_train_push(push_to_hub, save)
-
-    config = TrainConfig(
-        base=base, data=str(data), out=str(out), tokens=parse_budget(tokens) if tokens else None,
-        report_to=report_to, run_name=run_name,
+    values = dict(
+        base=base, data=str(data) if data else None, out=str(out) if out else None,
+        tokens=parse_budget(tokens) if tokens else None, report_to=report_to, run_name=run_name,
         eval_data=str(eval_data) if eval_data else None, block_size=block_size, packing=packing, epochs=epochs,
         max_steps=max_steps, batch_size=batch_size, grad_accum=grad_accum, learning_rate=lr, warmup_steps=warmup,
         scheduler=scheduler, seed=seed, lora=lora, lora_r=lora_r, lora_alpha=2 * lora_r, merge_lora=not adapter_only,
         save=save, save_steps=save_steps, device=device, dtype=dtype, gradient_checkpointing=gradient_checkpointing,
         processes=processes, cache=str(cache) if cache else None,
     )  # fmt: skip
+    renamed = {"learning_rate": "lr", "warmup_steps": "warmup", "merge_lora": "adapter_only", "lora_alpha": "lora_r"}
+    config = stage_config(ctx, TrainConfig, config_file, values, options=renamed)
+    out = Path(config.out)
+    if push_to_hub:  # checked before hours of training, not after
+        from imitlab.train.push import check_train_push
+
+        check_train_push(push_to_hub, config.save)
+
     if emit_sbatch is not None:
         from imitlab.fileio import atomic_write_text
         from imitlab.train.launch import sbatch_script
@@ -88,7 +101,7 @@ def train_cmd(
         script = sbatch_script(config, nodes, port=master_port, accelerate_config=accelerate_config)
         atomic_write_text(emit_sbatch, script)
         console.print(
-            f"[green]✓[/] wrote {emit_sbatch} ({nodes} node(s) x {processes} GPU(s)); run: sbatch {emit_sbatch}"
+            f"[green]✓[/] wrote {emit_sbatch} ({nodes} node(s) x {config.processes} GPU(s)); run: sbatch {emit_sbatch}"
         )
         return
     rendezvous = Rendezvous(nodes=nodes, node_rank=node_rank, master_addr=master_addr, master_port=master_port,
@@ -98,8 +111,8 @@ def train_cmd(
         console.print(f"[green]✓[/] node {node_rank} of {nodes} finished; node 0 wrote {out}", soft_wrap=True)
         return
     results = manifest.get("results", {})
-    where = out / "model" if save != "none" else out
-    console.print(f"[green]✓[/] trained {base} for {results.get('steps')} steps -> {where}", soft_wrap=True)
+    where = out / "model" if config.save != "none" else out
+    console.print(f"[green]✓[/] trained {config.base} for {results.get('steps')} steps -> {where}", soft_wrap=True)
     for key in ("train_loss", "eval_loss_before", "eval_loss_after"):
         if key in results:
             console.print(f"  {key}: {results[key]:.4f}")

@@ -22,15 +22,17 @@ import io
 import re
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+
+import pydantic
 
 from imitlab.data.schema import all_text, group_key, user_text
 from imitlab.errors import ImitlabError
 from imitlab.fileio import read_text
 from imitlab.prompts.importers import import_prompts
 from imitlab.prompts.schema import iter_json_records
+from imitlab.stage_config import StageConfig
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 
@@ -93,10 +95,9 @@ def eval_texts(name: str, root: Path) -> list[str]:
     raise ImitlabError(f"unknown evaluation set {name!r}; known: {', '.join(eval_set_names())}")
 
 
-@dataclass
-class DecontamConfig:
-    eval_sets: list[str] = field(default_factory=eval_set_names)
-    eval_files: list[Path] = field(default_factory=list)  # extra evaluation prompts, any importable format
+class DecontamConfig(StageConfig):
+    eval_sets: list[str] = pydantic.Field(default_factory=eval_set_names)
+    eval_files: list[Path] = pydantic.Field(default_factory=list)  # extra evaluation prompts, any importable format
     data_dir: Path | None = None  # default: $IMITLAB_DATA
     n: int = 13
     min_words: int = 6

@@ -12,18 +12,17 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass
 from typing import Any, Literal
 
 from datasketch import MinHash, MinHashLSH
 
 from imitlab.data.schema import all_text, group_key, user_text
+from imitlab.stage_config import StageConfig
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 
 
-@dataclass
-class DedupConfig:
+class DedupConfig(StageConfig):
     key: Literal["prompt", "conversation"] = "prompt"
     near: bool = True
     threshold: float = 0.8  # estimated Jaccard similarity of word shingles at which texts are near-duplicates

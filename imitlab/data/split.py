@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import math
-from dataclasses import dataclass
 from typing import Any
 
 from imitlab.data.schema import group_key
 from imitlab.errors import ImitlabError
+from imitlab.stage_config import StageConfig
 
 
-@dataclass
-class SplitConfig:
+class SplitConfig(StageConfig):
     heldout: float = 0.05  # a fraction of the groups (< 1) or a number of groups (>= 1)
     seed: int = 0
 

@@ -10,12 +10,14 @@ Public entry point: :func:`token_subsets`.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+import pydantic
 
 from imitlab.data.schema import group_key
 from imitlab.data.split import group_order
 from imitlab.errors import ImitlabError
+from imitlab.stage_config import StageConfig
 
 _BUDGET = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmMgG]?)\s*$")
 
@@ -37,13 +39,12 @@ def parse_budget(text: str | int) -> int:
     return int(value)
 
 
-@dataclass
-class SubsetConfig:
+class SubsetConfig(StageConfig):
     budgets: list[int]
     student: str = "smollm2-135m-instruct"  # a model spec; its tokenizer counts the tokens
     seed: int = 0
     cache_root: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = pydantic.Field(default_factory=dict)
 
 
 def load_tokenizer(student: str, cache_root: str | None = None) -> Any:

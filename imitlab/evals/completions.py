@@ -34,13 +34,13 @@ from imitlab.evals import metrics, sandbox
 from imitlab.evals.data import open_task_data
 from imitlab.evals.task import Item, Task, check_files, get_task
 from imitlab.fileio import atomic_write_text, iter_records, sha256_file
+from imitlab.stage_config import StageConfig
 from imitlab.stats import bootstrap_ci
 
 PROBLEM_FIELDS = ("task_id", "prompt", "test", "entry_point")
 
 
-@dataclass
-class CompletionsConfig:
+class CompletionsConfig(StageConfig):
     completions: Path
     out: Path  # directory for the verdicts and the summary
     bench: str | None = None  # a registered benchmark; default humaneval when --problems is not given

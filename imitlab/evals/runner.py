@@ -26,11 +26,12 @@ import re
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pydantic
 
 from imitlab.devices import check_device, check_dtype
 from imitlab.errors import ImitlabError
@@ -39,6 +40,7 @@ from imitlab.evals.data import TaskData, open_task_data
 from imitlab.evals.task import Item, Task, get_task
 from imitlab.fileio import atomic_write_text, iter_jsonl, repair_tail
 from imitlab.models.base import GenRequest, LLRequest, Mode
+from imitlab.stage_config import StageConfig
 from imitlab.stats import bootstrap_ci
 
 if TYPE_CHECKING:
@@ -47,8 +49,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class EvalConfig:
+class EvalConfig(StageConfig):
     model: str  # a model spec (packaged name, hf:DIR, gguf:PATH, openai:NAME)
     benches: list[str]
     out: Path
@@ -62,7 +63,7 @@ class EvalConfig:
     seed: int = 1234
     num_fewshot: int | None = None  # examples per prompt (None: the benchmark's own k; 0: none)
     subjects: list[str] | None = None  # grouped benchmarks (MMLU): score only these groups or named subsets
-    datasets: dict[str, str] = field(default_factory=dict)  # bench -> REF read instead (imitlab.sources)
+    datasets: dict[str, str] = pydantic.Field(default_factory=dict)  # bench -> REF read instead (imitlab.sources)
     backend: str = "auto"  # auto: local weights -> "hf"; openai: -> "api". "api" also serves local GGUFs
     base_url: str | None = None
     batch_size: int = 16
@@ -519,7 +520,7 @@ def _write_manifest(
     for package in ("imitlab", "torch", "transformers", "openai", "datasets"):
         with contextlib.suppress(md.PackageNotFoundError):
             versions[package] = md.version(package)
-    config_dict = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items()}
+    config_dict = config.as_dict()
     info = model.describe()
     manifest = {
         "config": config_dict, "backend": info["backend"], "model_spec": info["spec"], "model": info,

@@ -31,11 +31,12 @@ import os
 import platform
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pydantic
 
 from imitlab.config import data_dir
 from imitlab.errors import ImitlabError
@@ -47,6 +48,7 @@ from imitlab.judge.recorded import vicuna_reviews
 from imitlab.judge.sources import read_records
 from imitlab.judge.style import words
 from imitlab.judge.templates import LABEL_TEMPLATE, load_template
+from imitlab.stage_config import StageConfig
 from imitlab.stats import bootstrap_ci, cohen_kappa
 
 if TYPE_CHECKING:
@@ -249,8 +251,7 @@ def _position_a(position: str | None) -> float | None:
 
 
 # -- the run -----------------------------------------------------------------------------------------------
-@dataclass
-class CalibrateConfig:
+class CalibrateConfig(StageConfig):
     judge: str  # model spec of the judge
     out: Path
     n: int = 40  # pairs (each judged twice)
@@ -269,7 +270,7 @@ class CalibrateConfig:
     data: Path | None = None
     cache: Path | None = None
     base_url: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)  # free-form notes kept in calibration.json
+    extra: dict[str, Any] = pydantic.Field(default_factory=dict)  # free-form notes kept in calibration.json
 
 
 def run_calibration(config: CalibrateConfig, judge: APIModel | JudgeFn | None = None) -> dict[str, Any]:
@@ -318,7 +319,7 @@ def run_calibration(config: CalibrateConfig, judge: APIModel | JudgeFn | None = 
             "cpu_count": os.cpu_count(),
             "python": platform.python_version(),
         },
-        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()},
+        "config": config.as_dict(),
     }
     if config.logprobs:
         result["logprob"] = verdict_metrics(

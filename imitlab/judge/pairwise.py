@@ -25,9 +25,11 @@ import json
 import logging
 import platform
 from collections.abc import Awaitable, Callable, Iterator, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+import pydantic
 
 from imitlab.errors import ImitlabError
 from imitlab.fileio import atomic_write_text, repair_tail, sha256_file
@@ -43,6 +45,7 @@ from imitlab.judge.sources import (
     resolve_answers,
 )
 from imitlab.judge.templates import JudgeTemplate, load_template
+from imitlab.stage_config import StageConfig
 from imitlab.stats import bootstrap_ci
 
 if TYPE_CHECKING:
@@ -57,8 +60,7 @@ VerdictMode = Literal["text", "logprob"]
 VERDICT_MODES = ("text", "logprob")
 
 
-@dataclass
-class JudgeConfig:
+class JudgeConfig(StageConfig):
     a: str  # model spec or answers file: usually the imitation model
     b: str  # model spec or answers file: usually the teacher
     prompts: str  # koala | vicuna80 | mt-bench | alpaca-eval | a JSON/JSONL file
@@ -71,7 +73,7 @@ class JudgeConfig:
     limit: int | None = None
     judge_max_tokens: int = 512
     judge_temperature: float = 0.0
-    generation: GenerationParams = field(default_factory=GenerationParams)
+    generation: GenerationParams = pydantic.Field(default_factory=GenerationParams)
     parallel: int = 4  # requests in flight when the judge is opened from its spec here (not when one is passed in)
     n_resamples: int = 2000
     seed: int = 0
@@ -340,7 +342,7 @@ def run_judge(
         "excluded": excluded,
         "unmatched_answers": {"a": answers["a"].unmatched[:50], "b": answers["b"].unmatched[:50]},
         "manifest": {
-            "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()},
+            "config": config.as_dict(),
             "python": platform.python_version(),
         },
     }

@@ -42,6 +42,7 @@ from imitlab.judge.logprob import outcome_of, p_a_better
 from imitlab.judge.pairwise import Pair, judge_pairs_in_time
 from imitlab.judge.style import has_list, has_summary, words
 from imitlab.judge.templates import LABEL_TEMPLATE, load_template
+from imitlab.stage_config import StageConfig
 from imitlab.stats import bootstrap_ci
 
 if TYPE_CHECKING:
@@ -218,8 +219,7 @@ def build_pairs(
 
 
 # -- judging and the numbers ----------------------------------------------------------------------------------
-@dataclass
-class ProbeConfig:
+class ProbeConfig(StageConfig):
     judge: str
     out: Path
     n: int = 20  # pairs per kind
@@ -292,7 +292,7 @@ def run_probe(config: ProbeConfig, judge: APIModel | JudgeFn | None = None) -> d
         "run": {"seconds": round(seconds, 1), "calls": usage.get("requests"), "cached": usage.get("cached"),
                 "loadavg_before": [round(x, 2) for x in load_before],
                 "loadavg_after": [round(x, 2) for x in os.getloadavg()], "cpu_count": os.cpu_count()},
-        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()},
+        "config": config.as_dict(),
     })  # fmt: skip
     atomic_write_text(out / "probe.json", json.dumps(result, indent=2, allow_nan=False) + "\n")
     return result

@@ -19,11 +19,12 @@ import logging
 import re
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pydantic
 
 from imitlab.errors import ImitlabError
 from imitlab.fileio import atomic_write_text
@@ -32,6 +33,7 @@ from imitlab.judge.pairwise import JudgeFn, open_judge
 from imitlab.judge.parse import parse_yesno
 from imitlab.judge.sources import Answers, GenerationParams, PromptItem, load_prompts, resolve_answers
 from imitlab.judge.templates import TONE_TEMPLATE, load_template
+from imitlab.stage_config import StageConfig
 from imitlab.stats import bootstrap_ci
 
 if TYPE_CHECKING:
@@ -85,8 +87,7 @@ def _pearson(rows: np.ndarray) -> float:
     return float(np.corrcoef(x, y)[0, 1])
 
 
-@dataclass
-class StyleConfig:
+class StyleConfig(StageConfig):
     teacher: str  # model spec or answers file
     models: dict[str, str]  # column name -> model spec or answers file (e.g. base, imitation)
     prompts: str
@@ -94,7 +95,7 @@ class StyleConfig:
     teacher2: str | None = None  # a second teacher sample: the ceiling column
     judge: str | None = None  # judge model for the tone probe; None skips it
     limit: int | None = None
-    generation: GenerationParams = field(default_factory=GenerationParams)
+    generation: GenerationParams = pydantic.Field(default_factory=GenerationParams)
     teacher2_temperature: float = 0.7  # a second *sample* needs sampling
     judge_max_tokens: int = 64
     judge_temperature: float = 0.0
@@ -212,7 +213,7 @@ def run_style(
         "prompts": config.prompts,
         "judge": config.judge,
         "columns": table,
-        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()},
+        "config": config.as_dict(),
     }
     result = json_ready(result)
     atomic_write_text(out / "style.json", json.dumps(result, indent=2, ensure_ascii=False, allow_nan=False) + "\n")

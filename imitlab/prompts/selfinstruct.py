@@ -27,6 +27,7 @@ from imitlab.models.engine import Request, Response
 from imitlab.prompts.ask import TeacherRun, ask_until, nothing_kept
 from imitlab.prompts.importers import import_prompts
 from imitlab.prompts.schema import PromptRecord
+from imitlab.stage_config import StageConfig
 
 # Alpaca's generate_instruction.py blacklist, plus a few words for other non-text media.
 DEFAULT_BLACKLIST = (
@@ -50,8 +51,7 @@ Now write {n} new instructions, one per line, numbered like the examples:
 _LINE = re.compile(r"^\s*(?:\d+\s*[.):]|[-*•])\s*(?:instruction\s*:\s*)?(.+?)\s*$", re.IGNORECASE)
 
 
-@dataclass
-class SelfInstructConfig:
+class SelfInstructConfig(StageConfig):
     seeds: list[Path]  # any importable prompt files; self_instruct/seed_tasks.jsonl is the reference
     n_instructions: int = 100  # how many new instructions to keep
     num_prompt_instructions: int = 3  # examples shown per request (Alpaca used 3)

@@ -24,6 +24,7 @@ from imitlab.models.api_model import APIModel
 from imitlab.models.engine import Request, Response
 from imitlab.prompts.ask import TeacherRun, ask_until, nothing_kept
 from imitlab.prompts.schema import PromptFormatError, PromptRecord, iter_json_records
+from imitlab.stage_config import StageConfig
 
 TEMPLATE = """Here are some examples of trivia questions with short answers:
 
@@ -44,8 +45,7 @@ class QAPair:
     id: str = ""
 
 
-@dataclass
-class SynthConfig:
+class SynthConfig(StageConfig):
     seed_file: Path
     n_pairs: int = 100  # how many new pairs to keep
     n_seed: int = 10  # size of the seed set drawn from seed_file

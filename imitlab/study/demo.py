@@ -9,7 +9,6 @@ then the report. The grid is ``configs/demo.yaml``; every stage is cached, so a 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -17,13 +16,13 @@ from typing import Any
 import yaml
 from rich.console import Console
 
+from imitlab.stage_config import StageConfig
 from imitlab.study.report import write_report
 from imitlab.study.sweep import run_sweep
 from imitlab.study.sweep_config import load_sweep_config
 
 
-@dataclass
-class DemoConfig:
+class DemoConfig(StageConfig):
     out: Path = Path("runs/demo")
     cache: Path | None = None
     data_dir: Path | None = None

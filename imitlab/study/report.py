@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from imitlab.errors import ImitlabError
 from imitlab.fileio import atomic_path, atomic_write_text, read_text, sha256_file
+from imitlab.stage_config import StageConfig
 
 SCHEMA = "imitlab.study/1"
 REPORT_SCHEMA = "imitlab.report/1"
@@ -45,8 +45,7 @@ STYLE_LABELS = {
 }
 
 
-@dataclass(frozen=True)
-class ReportConfig:
+class ReportConfig(StageConfig):
     max_samples: int = 8  # sample prompts shown side by side
     dpi: int = 110  # PNG resolution of the inline plots
 

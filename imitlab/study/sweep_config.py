@@ -16,7 +16,7 @@ from typing import Any, Literal
 import pydantic
 
 from imitlab.errors import ImitlabError
-from imitlab.stage_config import StageConfig, read_config_file
+from imitlab.stage_config import StageConfig, key_lines, read_config_file
 
 
 class BroadData(StageConfig):
@@ -149,7 +149,8 @@ def load_sweep_config(source: str | Path | dict[str, Any]) -> SweepConfig:
         if not Path(source).is_file():
             raise ImitlabError(f"sweep config not found: {source}")
         raw = read_config_file(source)  # encodings, NUL bytes and YAML errors, naming line and column
-    config = SweepConfig.build(raw, where)
+    lines = None if isinstance(source, dict) else key_lines(source)
+    config = SweepConfig.build(raw, where, lines=lines)
     check(config, where)
     return config
 
