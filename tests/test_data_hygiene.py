@@ -10,8 +10,9 @@ import pytest
 
 from imitlab.config import data_dir
 from imitlab.data import DataFormatError, read_conversations
-from imitlab.data.decontaminate import DecontamConfig, build_index, decontaminate, eval_set_names
+from imitlab.data.decontaminate import DecontamConfig, build_index, decontaminate
 from imitlab.data.dedup import DedupConfig, dedup
+from imitlab.eval_sets import CATALOGUE, eval_set_names
 
 BREAD = (
     "How do I bake sourdough bread at home with a starter I made myself last week, using only flour, water and "
@@ -101,7 +102,7 @@ def test_decontaminate_with_an_eval_file(tmp_path: Path) -> None:
         conv("short", "What is the capital of Peru?"),
     ]
     cfg = DecontamConfig(eval_sets=[], eval_files=[evals])
-    kept, report = decontaminate(records, cfg)
+    kept, report = decontaminate(records, cfg, CATALOGUE)
     assert [r["id"] for r in kept] == ["near-miss", "short"]
     removed = {r["group"]: r for r in report["removed"]}
     assert removed["leak"]["shared"] == "who wrote the novel the old man and the sea"
@@ -121,7 +122,7 @@ def test_decontaminate_against_real_eval_sets() -> None:
         conv("he", "Complete this code:\n" + he),
         conv("clean", "Write a haiku about autumn leaves falling on a quiet pond."),
     ]
-    kept, report = decontaminate(records, DecontamConfig(eval_sets=["nq_open", "humaneval", "mmlu"]))
+    kept, report = decontaminate(records, DecontamConfig(eval_sets=["nq_open", "humaneval", "mmlu"]), CATALOGUE)
     assert [r["id"] for r in kept] == ["clean"]
     assert report["removed_by_eval_set"] == {"nq_open": 1, "humaneval": 1}
     assert report["eval_sets"]["nq_open"] == 3610 and report["eval_sets"]["humaneval"] == 164
@@ -129,7 +130,7 @@ def test_decontaminate_against_real_eval_sets() -> None:
 
 
 def test_every_named_eval_set_loads_from_the_data_dir() -> None:
-    index, sizes = build_index(DecontamConfig())
+    index, sizes = build_index(DecontamConfig(), CATALOGUE)
     assert set(sizes) == set(eval_set_names())
     # one naming scheme: the benchmarks' and the judge prompt sets' own names
     assert {"nq_open", "arc_easy", "arc_challenge", "koala", "vicuna80", "mt-bench", "alpaca-eval"} <= set(sizes)
@@ -142,4 +143,4 @@ def test_unknown_eval_set_is_an_error() -> None:
     from imitlab.errors import ImitlabError
 
     with pytest.raises(ImitlabError, match="unknown evaluation set"):
-        decontaminate([conv("a", "q")], DecontamConfig(eval_sets=["nq_closed"]))
+        decontaminate([conv("a", "q")], DecontamConfig(eval_sets=["nq_closed"]), CATALOGUE)

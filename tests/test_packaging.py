@@ -121,3 +121,24 @@ def test_the_cli_is_the_top_floor_and_declares_shared_options_once() -> None:
     for flag in ("--cache", "--data-dir", "--base-url"):
         declared = [p.name for p in sorted(cli.glob("*.py")) if f'"{flag}"' in p.read_text(encoding="utf-8")]
         assert declared == ["options.py"], (flag, declared)
+
+
+def test_the_lower_floors_import_no_stage_above_them() -> None:
+    """docs/architecture.md's floors: models, data and prompts (and the floor's modules) never import a stage,
+    the study or the CLI, even lazily inside a function: a stage is handed what it needs (a model object,
+    the evaluation-set catalogue) by its caller."""
+    above = ("imitlab.evals", "imitlab.judge", "imitlab.study", "imitlab.train", "imitlab.collect", "imitlab.cli",
+             "imitlab.eval_sets", "imitlab.rate", "imitlab.hub")  # fmt: skip
+    lower = [*(ROOT / "imitlab" / d for d in ("models", "data", "prompts"))]
+    floor = [ROOT / "imitlab" / f for f in ("fileio.py", "config.py", "errors.py", "stats.py", "stage_config.py")]
+    files = [p for d in lower for p in d.rglob("*.py")] + [p for p in floor if p.exists()]
+    offenders = []
+    for path in files:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            modules = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                modules = [node.module]
+            for m in modules:
+                if any(m == a or m.startswith(a + ".") for a in above):
+                    offenders.append(f"{path.relative_to(ROOT)}: {m}")
+    assert not offenders, offenders

@@ -64,13 +64,14 @@ def data_decontaminate(
     data_dir: DataDirOpt = None,
 ) -> None:
     """Remove conversations sharing an n-gram with an evaluation set; report what was removed."""
-    from imitlab.data.decontaminate import DecontamConfig, decontaminate, eval_set_names
+    from imitlab.data.decontaminate import DecontamConfig, decontaminate
     from imitlab.data.schema import read_conversations
+    from imitlab.eval_sets import CATALOGUE
 
-    sets = [s.strip() for s in evals.split(",") if s.strip()] if evals is not None else eval_set_names()
+    sets = [s.strip() for s in evals.split(",") if s.strip()] if evals is not None else None
     cfg = DecontamConfig(eval_sets=sets, eval_files=list(eval_file or []), data_dir=data_dir, n=n,
                          min_words=min_words, check=check)  # type: ignore[arg-type]  # fmt: skip
-    kept, report = decontaminate(read_conversations(inp), cfg)
+    kept, report = decontaminate(read_conversations(inp), cfg, CATALOGUE)
     params = {**vars(cfg), "eval_files": [str(p) for p in cfg.eval_files], "data_dir": str(cfg.data_dir or "")}
     _write(out, kept, "decontaminate", inp, params, report, "decontamination_report.json")
     print_summary(f"decontaminate -> {out}", {k: v for k, v in report.items() if not isinstance(v, list)})

@@ -6,97 +6,41 @@ one sequence, matched whole, if it has at least ``min_words`` words (shorter one
 president", are too generic to call a leak). Text is compared as lower-cased word tokens. A match
 removes the whole group (all samples of that prompt).
 
-Evaluation sets are named as everywhere else in imitlab (:func:`eval_set_names`) and read from the data
-directory (``imitlab.config.data_dir``) by whoever declares them: a registered benchmark's items through its
-``Task`` declaration (:func:`imitlab.evals.task.contamination_texts`), a judge prompt set through
-:func:`imitlab.judge.sources.load_prompts` (the prompts it judges: mt-bench's first turns), and the few public
-sets imitlab does not run (:data:`OTHER_EVAL_SETS`) here. Reading those declarations is this module's one
-reach past the data stage; nothing else about evaluation or judging is imported. Any prompt file the importers
-read can be added (``eval_files``). Public entry point: :func:`decontaminate`.
+Evaluation sets are named as everywhere else in imitlab and read from the data directory
+(``imitlab.config.data_dir``) through a catalogue the caller passes in (:data:`imitlab.eval_sets.CATALOGUE`: each
+benchmark by its ``Task`` declaration, each judge prompt set by the judge's loader), so this data stage imports
+nothing about evaluation or judging. Any prompt file the importers read can be added (``eval_files``). Public
+entry point: :func:`decontaminate`.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import re
 from collections import Counter
-from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import pydantic
 
 from imitlab.data.schema import all_text, group_key, user_text
 from imitlab.errors import ImitlabError
-from imitlab.fileio import read_text
 from imitlab.prompts.importers import import_prompts
-from imitlab.prompts.schema import iter_json_records
 from imitlab.stage_config import StageConfig
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 
 
-def _jsonl_field(rel: str, key: str, strip: tuple[str, ...] = ()) -> Callable[[Path], Iterator[str]]:
-    def load(root: Path) -> Iterator[str]:
-        for path in sorted(root.glob(rel)):
-            for _, _, obj in iter_json_records(path):
-                value = obj[key]
-                for text in value if isinstance(value, list) else [value]:
-                    for s in strip:
-                        text = text.replace(s, " ")
-                    yield text
+class EvalSetCatalogue(Protocol):
+    """Where the evaluation sets come from, by name: :data:`imitlab.eval_sets.CATALOGUE` (benchmarks, judge prompt
+    sets and a few public sets), passed in by the caller so this data stage imports nothing about evaluation."""
 
-    return load
+    def names(self) -> list[str]: ...
 
-
-def _csv_column(rel: str, column: int, header: bool) -> Callable[[Path], Iterator[str]]:
-    def load(root: Path) -> Iterator[str]:
-        for path in sorted(root.glob(rel)):
-            rows = csv.reader(io.StringIO(read_text(path), newline=""))
-            if header:
-                next(rows, None)
-            for row in rows:
-                if len(row) > column:
-                    yield row[column]
-
-    return load
-
-
-# Public evaluation sets imitlab neither scores nor judges (no declaration elsewhere holds their files), kept
-# out of training data all the same: a study may be evaluated on them elsewhere.
-OTHER_EVAL_SETS: dict[str, Callable[[Path], Iterator[str]]] = {
-    "mbpp": _jsonl_field("mbpp/mbpp.jsonl", "text"),
-    "truthfulqa": _csv_column("truthfulqa/TruthfulQA.csv", 2, header=True),
-}
-
-
-def eval_set_names() -> list[str]:
-    """Every evaluation set, by the name the rest of imitlab uses: the registered benchmarks (``nq_open``,
-    ``arc_easy``, ...), the judge's prompt sets (``koala``, ``vicuna80``, ``mt-bench``, ``alpaca-eval``), and
-    :data:`OTHER_EVAL_SETS`."""
-    from imitlab.evals.task import known_tasks
-    from imitlab.judge.sources import PROMPT_SETS
-
-    return [*known_tasks(), *PROMPT_SETS, *OTHER_EVAL_SETS]
-
-
-def eval_texts(name: str, root: Path) -> list[str]:
-    """The texts of evaluation set ``name`` under the data directory ``root``, read by its own declaration."""
-    from imitlab.evals.task import contamination_texts, get_task, known_tasks
-    from imitlab.judge.sources import PROMPT_SETS, load_prompts
-
-    if name in known_tasks():
-        return list(contamination_texts(get_task(name), root))
-    if name in PROMPT_SETS:
-        return [item.prompt for item in load_prompts(name, data=root)]
-    if name in OTHER_EVAL_SETS:
-        return list(OTHER_EVAL_SETS[name](root))
-    raise ImitlabError(f"unknown evaluation set {name!r}; known: {', '.join(eval_set_names())}")
+    def texts(self, name: str, root: Path) -> list[str]: ...
 
 
 class DecontamConfig(StageConfig):
-    eval_sets: list[str] = pydantic.Field(default_factory=eval_set_names)
+    eval_sets: list[str] | None = None  # None: every set the catalogue knows
     eval_files: list[Path] = pydantic.Field(default_factory=list)  # extra evaluation prompts, any importable format
     data_dir: Path | None = None  # default: $IMITLAB_DATA
     n: int = 13
@@ -141,20 +85,24 @@ class NgramIndex:
         return None
 
 
-def build_index(cfg: DecontamConfig) -> tuple[NgramIndex, dict[str, int]]:
+def build_index(cfg: DecontamConfig, catalogue: EvalSetCatalogue | None = None) -> tuple[NgramIndex, dict[str, int]]:
     index = NgramIndex(cfg.n, cfg.min_words)
     sizes: dict[str, int] = {}
-    known = eval_set_names() if cfg.eval_sets else []
-    unknown = [s for s in cfg.eval_sets if s not in known]
+    if catalogue is None and cfg.eval_sets != []:
+        raise ImitlabError("named evaluation sets need a catalogue: pass imitlab.eval_sets.CATALOGUE")
+    known = catalogue.names() if catalogue is not None else []
+    names = known if cfg.eval_sets is None else cfg.eval_sets
+    unknown = [s for s in names if s not in known]
     if unknown:
         raise ImitlabError(f"unknown evaluation set(s) {', '.join(unknown)}; known: {', '.join(known)}")
-    if cfg.eval_sets:
+    if names:
         from imitlab.config import data_dir
 
+        assert catalogue is not None
         root = data_dir(cfg.data_dir)
-        for name in cfg.eval_sets:
+        for name in names:
             try:
-                texts = eval_texts(name, root)
+                texts = catalogue.texts(name, root)
             except (KeyError, TypeError) as exc:
                 raise ImitlabError(
                     f"evaluation set {name} in {root} does not have the expected fields ({exc})"
@@ -176,11 +124,12 @@ def build_index(cfg: DecontamConfig) -> tuple[NgramIndex, dict[str, int]]:
 
 
 def decontaminate(
-    records: list[dict[str, Any]], cfg: DecontamConfig | None = None
+    records: list[dict[str, Any]], cfg: DecontamConfig | None = None, catalogue: EvalSetCatalogue | None = None
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Return the clean records and a report naming each removed group, the eval item and the shared words."""
+    """Return the clean records and a report naming each removed group, the eval item and the shared words.
+    Named sets (``cfg.eval_sets``; None: all) are read through ``catalogue`` (:data:`imitlab.eval_sets.CATALOGUE`)."""
     cfg = cfg or DecontamConfig()
-    index, sizes = build_index(cfg)
+    index, sizes = build_index(cfg, catalogue)
     text_of = user_text if cfg.check == "prompt" else all_text
     bad: dict[str, dict[str, Any]] = {}
     for rec in records:

@@ -286,7 +286,7 @@ def _headline(bench: str) -> str:
 def _eval_sets(config: SweepConfig) -> list[str]:
     """Only what this sweep evaluates on: the data must not contain those items (benchmarks and judge prompt sets
     go by the same names in decontamination)."""
-    from imitlab.data.decontaminate import eval_set_names
+    from imitlab.eval_sets import eval_set_names
 
     known = set(eval_set_names())
     return sorted({n for n in [*config.eval.benches, config.judge.prompts] if n in known})
@@ -296,10 +296,11 @@ def _decontaminate(raw: Path, out: Path, *, data_dir: str, eval_sets: list[str])
     from imitlab.data.dataset import write_dataset
     from imitlab.data.decontaminate import DecontamConfig, decontaminate
     from imitlab.data.schema import read_conversations
+    from imitlab.eval_sets import CATALOGUE
 
     cfg = DecontamConfig(eval_sets=eval_sets, data_dir=Path(data_dir))
     records = read_conversations(raw)
-    clean, report = decontaminate(records, cfg)
+    clean, report = decontaminate(records, cfg, CATALOGUE)
     if not clean:
         raise ImitlabError(
             f"decontamination removed all {len(records)} conversations of {raw.name}: they overlap the evaluation "
