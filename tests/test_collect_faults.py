@@ -19,7 +19,6 @@ import pytest
 
 from imitlab.collect import CollectAborted, CollectConfig, collect
 from imitlab.errors import ImitlabError
-from imitlab.models.client import ChatClient
 from imitlab.models.retry import Failure, RetryPolicy, parse_retry_after
 from imitlab.prompts import PromptFormatError, PromptRecord, write_prompt_set
 
@@ -79,7 +78,7 @@ def test_mixed_faults_every_prompt_collected_or_failed_with_reason(tmp_path: Pat
         assert {srv.planned(p.turns[0], a) for p in normal for a in range(1, tries + 1)} >= {*FAULT_REASONS, "ok"}
         assert any(mode == "ok" and n > 1 for mode, n in fate.values())
         assert any(mode != "ok" for mode, _ in fate.values())
-        result = collect(cfg, client=ChatClient(srv.base_url, "fake"))
+        result = collect(cfg)
         requests = dict(srv.seen)
     m = result.manifest
     failed = {f["prompt_id"]: f for f in m["failures"]}
@@ -117,7 +116,7 @@ def test_a_server_that_never_answers_times_out_and_is_retried(tmp_path: Path) ->
     with FakeOpenAI() as srv:
         cfg = _cfg(tmp_path, srv, prompts, timeout=timeout, max_retries=1, concurrency=2)
         start = time.monotonic()
-        result = collect(cfg, client=ChatClient(srv.base_url, "fake"))
+        result = collect(cfg)
         elapsed = time.monotonic() - start
         times = {t: list(srv.request_times[t]) for t in texts}
     failures = {f["prompt_id"]: f for f in result.manifest["failures"]}
@@ -133,7 +132,7 @@ def test_a_server_that_never_answers_times_out_and_is_retried(tmp_path: Path) ->
 def test_retry_after_is_honoured(tmp_path: Path) -> None:
     prompts = _prompts(tmp_path, [PromptRecord(id="r", turns=["ONCE_429 please"])])
     with FakeOpenAI(retry_after=1.0) as srv:
-        result = collect(_cfg(tmp_path, srv, prompts), client=ChatClient(srv.base_url, "fake"))
+        result = collect(_cfg(tmp_path, srv, prompts))
         first, second = srv.request_times["ONCE_429 please"]
     assert result.manifest["counts"]["collected"] == 1
     assert second - first >= 1.0  # backoff alone would have waited ~0.01 s
@@ -159,7 +158,7 @@ def test_fatal_error_stops_the_run_with_a_clear_message(tmp_path: Path) -> None:
     prompts = _prompts(tmp_path, [PromptRecord(id=f"p{i}", turns=[f"ALWAYS_401 {i}"]) for i in range(20)])
     with FakeOpenAI() as srv:
         with pytest.raises(CollectAborted, match="HTTP 401"):
-            collect(_cfg(tmp_path, srv, prompts, concurrency=2), client=ChatClient(srv.base_url, "fake"))
+            collect(_cfg(tmp_path, srv, prompts, concurrency=2))
         assert srv.requests <= 2  # stopped at once, not 20 times
     assert (tmp_path / "out/manifest.json").is_file()
 
@@ -167,12 +166,11 @@ def test_fatal_error_stops_the_run_with_a_clear_message(tmp_path: Path) -> None:
 def test_cache_makes_a_second_run_free(tmp_path: Path) -> None:
     prompts = _prompts(tmp_path, [PromptRecord(id=f"p{i}", turns=[f"q {i}"]) for i in range(6)])
     with FakeOpenAI() as srv:
-        first = collect(_cfg(tmp_path, srv, prompts, price_prompt_per_m=1.0), client=ChatClient(srv.base_url, "fake"))
+        first = collect(_cfg(tmp_path, srv, prompts, price_prompt_per_m=1.0))
         n = srv.requests
         assert n == 6 and first.manifest["cost_usd"] > 0
         again = collect(
-            _cfg(tmp_path, srv, prompts, out=tmp_path / "out2", price_prompt_per_m=1.0),
-            client=ChatClient(srv.base_url, "fake"),
+            _cfg(tmp_path, srv, prompts, out=tmp_path / "out2", price_prompt_per_m=1.0)
         )
         assert srv.requests == n  # nothing sent
     assert again.run.cached == 6
@@ -193,7 +191,7 @@ def test_samples_multiturn_system_and_token_accounting(tmp_path: Path) -> None:
     with FakeOpenAI(responder=respond) as srv:
         cfg = _cfg(tmp_path, srv, prompts, n_samples=2, system="be kind", temperature=0.9, max_tokens=50,
                    price_prompt_per_m=2.0, price_completion_per_m=10.0)  # fmt: skip
-        result = collect(cfg, client=ChatClient(srv.base_url, "fake"))
+        result = collect(cfg)
     recs = {r["id"]: r for r in _lines(tmp_path / "out/conversations.jsonl")}
     assert set(recs) == {"mt", "mt#1", "own", "own#1"}
     mt = recs["mt"]["messages"]
@@ -213,19 +211,19 @@ def test_samples_multiturn_system_and_token_accounting(tmp_path: Path) -> None:
 def test_resume_refuses_different_settings(tmp_path: Path) -> None:
     prompts = _prompts(tmp_path, [PromptRecord(id="p", turns=["q"])])
     with FakeOpenAI() as srv:
-        collect(_cfg(tmp_path, srv, prompts), client=ChatClient(srv.base_url, "fake"))
+        collect(_cfg(tmp_path, srv, prompts))
         with pytest.raises(ImitlabError, match=r"different settings.*params"):
-            collect(_cfg(tmp_path, srv, prompts, temperature=0.1), client=ChatClient(srv.base_url, "fake"))
+            collect(_cfg(tmp_path, srv, prompts, temperature=0.1))
 
 
 def test_torn_last_line_is_repaired_on_resume(tmp_path: Path) -> None:
     prompts = _prompts(tmp_path, [PromptRecord(id=f"p{i}", turns=[f"q {i}"]) for i in range(4)])
     with FakeOpenAI() as srv:
-        collect(_cfg(tmp_path, srv, prompts), client=ChatClient(srv.base_url, "fake"))
+        collect(_cfg(tmp_path, srv, prompts))
         conv = tmp_path / "out/conversations.jsonl"
         lines = conv.read_text().splitlines(keepends=True)
         conv.write_text("".join(lines[:2]) + lines[2][:25])  # as if power failed mid-write
-        result = collect(_cfg(tmp_path, srv, prompts), client=ChatClient(srv.base_url, "fake"))
+        result = collect(_cfg(tmp_path, srv, prompts))
     ids = [r["prompt_id"] for r in _lines(conv)]
     assert sorted(ids) == ["p0", "p1", "p2", "p3"]
     assert result.run.jobs == 2

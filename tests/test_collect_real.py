@@ -11,7 +11,6 @@ from typer.testing import CliRunner
 
 from imitlab.cli import app
 from imitlab.collect import CollectConfig, collect
-from imitlab.models.client import ChatClient
 from imitlab.prompts import PromptRecord, write_prompt_set
 
 pytestmark = pytest.mark.real
@@ -23,11 +22,11 @@ def test_collect_from_real_llama_server_then_rerun_is_cached(smollm2_server: Any
     prompts = tmp_path / "prompts.jsonl"
     write_prompt_set(prompts, [PromptRecord(id=f"q{i}", turns=[q]) for i, q in enumerate(QUESTIONS)])
     cfg = CollectConfig(
-        teacher="smollm2-135m-instruct", prompts=prompts, out=tmp_path / "out", concurrency=2, temperature=0.0,
-        max_tokens=12, cache_path=tmp_path / "cache.sqlite", progress=False,
+        teacher="openai:smollm2-135m-instruct", base_url=smollm2_server.base_url, prompts=prompts,
+        out=tmp_path / "out", concurrency=2, temperature=0.0, max_tokens=12, cache_path=tmp_path / "cache.sqlite",
+        progress=False,
     )  # fmt: skip
-    client = ChatClient(smollm2_server.base_url, "smollm2-135m-instruct")
-    first = collect(cfg, client=client)
+    first = collect(cfg)
     assert first.manifest["counts"]["collected"] == 3 and not first.manifest["failures"]
     records = [json.loads(line) for line in (tmp_path / "out/conversations.jsonl").read_text().splitlines()]
     for r in records:
@@ -38,7 +37,7 @@ def test_collect_from_real_llama_server_then_rerun_is_cached(smollm2_server: Any
     assert first.run.completion_tokens > 0
 
     cfg.out = tmp_path / "again"
-    again = collect(cfg, client=ChatClient(smollm2_server.base_url, "smollm2-135m-instruct"))
+    again = collect(cfg)
     assert again.run.cached == 3 and again.run.completion_tokens == 0
     again_records = [json.loads(line) for line in (tmp_path / "again/conversations.jsonl").read_text().splitlines()]
     assert {r["messages"][1]["content"] for r in again_records} == {r["messages"][1]["content"] for r in records}

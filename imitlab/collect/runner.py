@@ -28,8 +28,7 @@ from imitlab.collect.store import AppendLog, load_done
 from imitlab.errors import ImitlabError
 from imitlab.fileio import atomic_write_text, read_jsonl, repair_tail, sha256_file
 from imitlab.models.api_model import APIModel, open_model
-from imitlab.models.client import ChatClient
-from imitlab.models.engine import EngineAborted, Request, RequestEngine, RequestFailed
+from imitlab.models.engine import EngineAborted, Request, RequestFailed
 from imitlab.prompts.schema import PromptRecord, read_prompt_set
 
 log = logging.getLogger(__name__)
@@ -320,38 +319,30 @@ def collect(
     cfg: CollectConfig,
     *,
     model: APIModel | None = None,
-    client: ChatClient | None = None,
     console: Console | None = None,
 ) -> CollectResult:
     """Collect the teacher's answers to every prompt in ``cfg.prompts`` into ``cfg.out``.
 
     Rerunning the same command resumes: finished (prompt, sample) pairs are skipped, cached answers cost
     nothing, and earlier failures are retried. ``model`` is an open teacher (its engine's settings apply);
-    without one the ``cfg.teacher`` spec is opened for the run. ``client`` points the spec at an already
-    running endpoint (tests, benchmarks). The teacher's identity, never its port, is what a resume must match.
+    without one the ``cfg.teacher`` spec is opened for the run (``openai:NAME`` with ``cfg.base_url`` for a running
+    endpoint). The teacher's identity, never its port, is what a resume must match.
     """
     if cfg.batch or cfg.batch_file_only or cfg.merge_batch_output is not None:
-        if model is not None or client is not None:
-            raise ImitlabError("batch collection opens its own Batch API client; pass no model or client")
+        if model is not None:
+            raise ImitlabError("batch collection opens its own Batch API client; pass no model")
         from imitlab.collect.batch import collect_batch  # here: batch imports this module
 
         return collect_batch(cfg, console=console)
     prompts = read_prompt_set(cfg.prompts)
-    teacher_id = model.identity if model is not None else teacher_identity(
-        cfg.teacher, client.base_url if client is not None else cfg.base_url)  # fmt: skip
+    teacher_id = model.identity if model is not None else teacher_identity(cfg.teacher, cfg.base_url)
     cfg.out.mkdir(parents=True, exist_ok=True)
     _check_settings(cfg.out, {"teacher": teacher_id, "params": cfg.sampling_params(), "system": cfg.system})
     with contextlib.ExitStack() as stack:
         if model is None:
-            settings = cfg.engine_settings()
-            if client is not None:
-                engine = RequestEngine(client.base_url, client.model, identity=teacher_id, settings=settings,
-                                       console=console)  # fmt: skip
-                model = APIModel(stack.enter_context(contextlib.closing(engine)), spec=cfg.teacher, name=client.model)
-            else:
-                model = stack.enter_context(open_model(cfg.teacher, settings=settings, base_url=cfg.base_url,
-                                                       cache=cfg.cache_root, ctx_per_slot=cfg.ctx_per_slot,
-                                                       console=console))  # fmt: skip
+            model = stack.enter_context(open_model(cfg.teacher, settings=cfg.engine_settings(), base_url=cfg.base_url,
+                                                   cache=cfg.cache_root, ctx_per_slot=cfg.ctx_per_slot,
+                                                   console=console))  # fmt: skip
         stats = RunStats()
         try:
             model.engine.run(collect_async(model, prompts, cfg, stats=stats))
