@@ -10,7 +10,7 @@ import pytest
 
 from imitlab.models.packaged import PulledModel
 from imitlab.study.report import write_report
-from imitlab.study.sweep import run_sweep
+from imitlab.study.sweep import STAGES_PER_CELL, planned_stages, run_sweep
 from imitlab.study.sweep_config import load_sweep_config
 
 pytestmark = pytest.mark.real
@@ -59,3 +59,6 @@ def test_tiny_sweep_end_to_end_and_cached_rerun(smollm2: PulledModel, tmp_path: 
     assert len(again["run"]["stages_reused"]) == len(first["stages_run"]) + len(first["stages_reused"])
     assert set(again["run"]["stages_reused"]) == set(first["stages_run"]) | set(first["stages_reused"])
     assert again["benchmarks"] == results["benchmarks"]
+    # The sweep's progress bar counts to the stages the sweep really passed through, skipped cells taken out.
+    planned = planned_stages(config) - STAGES_PER_CELL * len(first["skipped"])
+    assert len(first["stages_run"]) + len(first["stages_reused"]) == planned

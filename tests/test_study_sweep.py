@@ -192,3 +192,20 @@ def test_cli_passes_the_executor_and_address(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["sweep", str(config), "--out", str(tmp_path / "run"), "--address", "h:6379"])
     assert isinstance(result.exception, ImitlabError) and "--address is for --executor ray" in str(result.exception)
     assert not (tmp_path / "run").exists()
+
+
+def test_the_sweep_bar_counts_finished_stages_and_shrinks_for_skipped_cells() -> None:
+    from rich.console import Console
+
+    from imitlab.study.progress import SweepProgress
+
+    console = Console(record=True, width=120)
+    bar = SweepProgress(console, planned=6)
+    bar.on_event("start", "prompts-broad-1")
+    bar.on_event("done", "prompts-broad-1")
+    bar.on_event("cached", "collect-broad-2")
+    bar.skip(4)
+    bar.on_event("done", "decontaminate-3")
+    text = console.export_text()
+    assert "0/6 stages" in text and "1/6 stages" in text and "2/6 stages" in text and "3/3 stages" in text
+    assert "cached collect-broad-2" in text

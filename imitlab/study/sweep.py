@@ -24,6 +24,7 @@ from rich.console import Console
 from imitlab.errors import ImitlabError
 from imitlab.fileio import atomic_write_text, sha256_file
 from imitlab.models.api_model import APIModel
+from imitlab.study.progress import SweepProgress
 from imitlab.study.stages import StageCache
 from imitlab.study.sweep_config import StageResources, SweepConfig, expand, load_sweep_config
 
@@ -76,6 +77,21 @@ def _params_m(spec: str) -> float | None:
     return float(text[:-1]) * (1000 if text.endswith("B") else 1) if text[-1] in "MB" else None
 
 
+# Stages of one imitation cell: its training, its benchmarks, its answers to the judge prompts, its judge.
+STAGES_PER_CELL = 4
+# Stages that make each kind of imitation data (see _dataset): broad = prompts, collect, decontaminate.
+DATA_STAGES = {"broad": 3, "local": 2}  # local = synthesize-local, decontaminate
+
+
+def planned_stages(config: SweepConfig) -> int:
+    """How many stages the sweep will pass through (run or reused) if no cell is skipped."""
+    cells = len(config.bases) * len(config.data_kinds) * len(config.budgets)
+    models = 1 + len(config.bases)  # the teacher and each untouched base: benchmarks and answers; bases judged too
+    judged = len(config.bases)
+    data = sum(DATA_STAGES[kind] for kind in config.data_kinds)
+    return data + cells * STAGES_PER_CELL + 2 * models + judged + (1 if config.judge.style else 0)
+
+
 def run_sweep(
     config: SweepConfig,
     run_dir: Path,
@@ -98,7 +114,8 @@ def run_sweep(
     run_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     atomic_write_text(run_dir / "sweep_config.json", json.dumps(config.as_dict(), indent=2))
-    cache = StageCache(run_dir, on_event=lambda what, name: console.print(f"  [dim]{what:>6}[/] {name}"))
+    progress = SweepProgress(console, planned_stages(config))
+    cache = StageCache(run_dir, on_event=progress.on_event)
     data_dir = str(expand("${IMITLAB_DATA}", config.data_dir))
     models: list[dict[str, Any]] = []
     skipped: list[dict[str, Any]] = []
@@ -140,6 +157,7 @@ def run_sweep(
                         note = f"{kind} data has {available} {base} tokens, fewer than the budget {budget}"
                         console.print(f"  [yellow]skipped[/] {base}/{kind}/{budget}: {note}")
                         skipped.append({"id": f"{base}/{kind}/{budget}", "reason": note})
+                        progress.skip(STAGES_PER_CELL)
                         continue
                     model_id = f"{base}/{kind}/{budget}"
                     trains[model_id] = train = _train(base, kind, budget, data, config, stages)
