@@ -343,3 +343,22 @@ def test_human_ratings_join_the_preference_section(tmp_path: Path) -> None:
     assert res.exit_code == 0, res.output
     bad = CliRunner().invoke(app, ["report", str(run), "--human", "ratings.db"])
     assert bad.exit_code != 0 and "expected MODEL_ID=RATINGS.db" in str(bad.exception)
+
+
+def test_a_probability_judge_is_plotted_by_p_better_without_a_position_warning(tmp_path: Path) -> None:
+    """verdict: logprob averages both orders, so a judge that always leans to slot A still ranks by content: the
+    report plots its P(better) and does not call its numbers order-driven."""
+    results = fake_results()
+    for i, block in enumerate(results["preference"].values()):
+        judge = block["judge"]
+        judge.update(verdict="logprob", p_a_better={"value": 0.2 + 0.05 * i, "low": 0.1, "high": 0.5, "n": 16},
+                     position_bias={"A": 1.0, "B": 0.0, "n": 32})  # fmt: skip
+    (tmp_path / "results.json").write_text(json.dumps(results))
+    html_path, json_path = write_report(tmp_path)
+    pref = json.loads(json_path.read_text())["preference"]
+    assert pref["metric"] == "p_a_better" and pref["position_biased"] == []
+    judged = [s for s in pref["series"] if s["source"] == "judge"]
+    assert judged and all(p["estimate"]["n"] == 16 for s in judged for p in s["points"])
+    assert any(s["source"] == "human" for s in pref["series"])  # people keep their win rate
+    html = html_path.read_text()
+    assert "averaged over both orders" in html and "The judge put the same position first" not in html

@@ -32,7 +32,9 @@ POSITION_BIAS_WARN = 0.9
 # is shown next to it in the table; it is >= 50% for such a model, by as much as the judge calls ties.
 PREFERENCE_PLOT = "win_rate_ties_half"
 PREFERENCE_FALLBACK = "as_good_or_better"
-PREFERENCE_RATES = ("win_rate_ties_half", "as_good_or_better", "win", "tie", "loss")
+PREFERENCE_RATES = ("win_rate_ties_half", "as_good_or_better", "win", "tie", "loss", "p_a_better")
+# A probability judge (verdict: logprob) is plotted by its mean P(imitation better), both orders averaged.
+PREFERENCE_LOGPROB = "p_a_better"
 # Style metric keys as the style stage writes them, and the older names in the results.json contract.
 STYLE_LABELS = {
     "list_when_teacher": "lists when the teacher lists",
@@ -311,9 +313,13 @@ def merge_human(results: dict[str, Any], human: dict[str, str | Path], where: st
 def _preference(results, models, base_names, base_row, kinds) -> dict[str, Any]:
     pref = results.get("preference") or {}
     blocks = {mid: (p or {}) for mid, p in pref.items()}
-    # Plot the tie-half win rate where the judge stage wrote it; otherwise "as good or better".
+    # Plot the tie-half win rate where the judge stage wrote it; otherwise "as good or better". A probability
+    # judge is plotted by its order-averaged P(better) (people, where they rated, by their tie-half win rate).
     has_half = any(_rate(p.get(src), PREFERENCE_PLOT) for p in blocks.values() for src in ("judge", "human"))
     metric = PREFERENCE_PLOT if has_half or not blocks else PREFERENCE_FALLBACK
+    judged = [p.get("judge") for p in blocks.values() if p.get("judge")]
+    if judged and all(j.get("verdict") == "logprob" and _rate(j, PREFERENCE_LOGPROB) for j in judged):
+        metric = PREFERENCE_LOGPROB
     rows = []
     for m in models:
         if m["role"] == "teacher":
@@ -326,6 +332,7 @@ def _preference(results, models, base_names, base_row, kinds) -> dict[str, Any]:
                 row["judge_spec"] = block.get("spec")
                 row["judge_unparsed"] = block.get("unparsed", (block.get("counts") or {}).get("unparsed"))
                 row["judge_same_position"] = _same_position(block.get("position_bias"))
+                row["judge_verdict"] = block.get("verdict", "text")
         rows.append(row)
     series = []
     for src in ("judge", "human"):
@@ -335,14 +342,21 @@ def _preference(results, models, base_names, base_row, kinds) -> dict[str, Any]:
             for kind in kinds:
                 points = []
                 for m in _imitations(models, base, kind):
-                    est = _rate(blocks.get(m["id"], {}).get(src), metric)
+                    est = _rate(blocks.get(m["id"], {}).get(src), _metric_of(src, metric))
                     if est is not None:
                         points.append({"model": m["id"], "tokens": m["tokens"], "estimate": est})
                 if points:
                     series.append({"source": src, "base": base, "data_kind": kind, "points": points,
-                                   "base_model": _rate(ref_block, metric)})  # fmt: skip
-    biased = [r["model"] for r in rows if (r.get("judge_same_position") or 0) >= POSITION_BIAS_WARN]
+                                   "base_model": _rate(ref_block, _metric_of(src, metric))})  # fmt: skip
+    # a probability judge averages both orders, so a lean towards one slot cancels: no warning for it
+    biased = [r["model"] for r in rows if (r.get("judge_same_position") or 0) >= POSITION_BIAS_WARN
+              and r.get("judge_verdict") != "logprob"]  # fmt: skip
     return {"metric": metric, "parity": 0.5, "rows": rows, "series": series, "position_biased": biased}
+
+
+def _metric_of(source: str, metric: str) -> str:
+    """People give verdicts, not probabilities: their series keeps the tie-half win rate."""
+    return PREFERENCE_PLOT if source == "human" and metric == PREFERENCE_LOGPROB else metric
 
 
 def _same_position(bias: Any) -> float | None:

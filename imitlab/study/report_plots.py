@@ -22,6 +22,10 @@ TEACHER = "#d62728"
 BASE = "#555555"
 
 
+# The preference plot's y axis, by the metric the report chose (imitlab.study.report._preference).
+PREFERENCE_AXIS = {"win_rate_ties_half": "win rate vs teacher (tie = ½)", "p_a_better": "P(better than teacher), judge"}
+
+
 def render_plots(report: dict[str, Any], *, dpi: int = 110) -> dict[str, bytes]:
     """PNG bytes per figure: ``preference``, ``benchmarks`` (the main plot) and ``size``, where there is data."""
     plots = {}
@@ -123,8 +127,7 @@ def _preference(report: dict[str, Any]) -> Figure:
         ax.set_ylim(0, 1)
         ax.yaxis.set_major_formatter(PercentFormatter(1.0))
         ax.set_title(base, fontsize=10)
-        ax.set_ylabel("win rate vs teacher (tie = ½)" if pref["metric"] == "win_rate_ties_half" else
-                      "as good as or better than teacher")  # fmt: skip
+        ax.set_ylabel(PREFERENCE_AXIS.get(pref["metric"], "as good as or better than teacher"))
         _log_x(ax, [p["tokens"] for s in series for p in s["points"]], "imitation tokens")
     fig.suptitle("Preference vs imitation tokens (95% CIs)", fontsize=11)
     _legend(fig, axes)
