@@ -152,6 +152,21 @@ def test_a_position_biased_judge_cannot_carry_finding_1() -> None:
     assert all(c["family"] == "style" for c in f1["evidence"])
 
 
+def test_a_probability_judge_leaning_to_one_slot_still_carries_finding_1() -> None:
+    """verdict: logprob averages P(better) over both orders: the lean towards slot A cancels, so its P(better)
+    decides the preference half even though its top label was A in every call; its win rate is not read."""
+    results = paper_like()
+    for block in results["preference"].values():
+        judge = block["judge"]
+        p_better = judge.pop("win_rate_ties_half")  # the paper-like trend, now as probabilities
+        judge.update(verdict="logprob", p_a_better=p_better, win_rate_ties_half=est(0.5, 0.01),
+                     position_bias={"n": 80, "A": 1.0, "B": 0.0, "tie": 0.0})  # fmt: skip
+    f1 = decide_findings(results)["findings"][0]
+    assert f1["verdict"] == REPRODUCED
+    prefs = [c for c in f1["evidence"] if c["family"] == "preference"]
+    assert prefs and all(c["measure"] == "p_a_better" and c["outcome"] == "supports" for c in prefs)
+
+
 def test_no_gap_between_teacher_and_base_decides_nothing_for_finding_2() -> None:
     results = paper_like()
     results["benchmarks"]["teacher"] = scores(0.11, 0.26)  # the teacher is no better than the larger base

@@ -144,6 +144,16 @@ class _Run:
                 return est, None
         return None, "no preference measured"
 
+    def preference_measure(self, model: dict[str, Any]) -> str:
+        """What :meth:`preference` reads for ``model``: people's or a text judge's tie-half win rate, or a
+        probability judge's order-averaged P(better)."""
+        block = (self.results.get("preference") or {}).get(model["id"]) or {}
+        judge = block.get("judge")
+        if not isinstance(block.get("human"), Mapping) and isinstance(judge, Mapping):
+            if judge.get("verdict") == "logprob" and _est(judge.get("p_a_better")):
+                return "p_a_better"
+        return "win_rate_ties_half"
+
     def style(self, model: dict[str, Any], measure: str) -> dict[str, float] | None:
         return _est(((self.results.get("style") or {}).get(model["id"]) or {}).get(measure))
 
@@ -187,9 +197,10 @@ def finding_1(run: _Run) -> dict[str, Any]:
                 y = run.measure(ref, family, measure)
                 assert y is not None
                 where = compare(x, y)
+                shown = run.preference_measure(top) if family == "preference" else measure
                 cells.append(_cell(
                     {"above": SUPPORTS, "below": CONTRADICTS}.get(where, UNDECIDED), base=base, family=family,
-                    measure=measure, model=top["id"], reference=ref["id"], x=x, y=y, relation=where,
+                    measure=shown, model=top["id"], reference=ref["id"], x=x, y=y, relation=where,
                 ))  # fmt: skip
     by_base: dict[str, dict[str, set[str]]] = {}
     for c in cells:
