@@ -12,6 +12,7 @@ import functools
 import json
 import logging
 import os
+import shutil
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -374,6 +375,10 @@ def _train_stage(d: Path, *, base: str, run_name: str, budget: int, data: Path, 
             report_to=os.environ.get(REPORT_TO_ENV, "none"),
         )
     )
+    if "save" not in config.train:
+        # The resumable checkpoints (weights and optimizer state: 9.5 GB for a 0.5B model) only serve a killed
+        # stage; once it finished, model/ is what the sweep uses. A cpu-study run filled its disk without this.
+        shutil.rmtree(d / "checkpoints", ignore_errors=True)
 
 
 def _resources(section: StageResources) -> Resources:
