@@ -90,9 +90,16 @@ def test_sweep_names_each_training_run_by_cell_and_budget(monkeypatch: pytest.Mo
             return self.run(stage, key, fn)
 
     launched: list[TrainConfig] = []
-    monkeypatch.setattr(imitlab.train.launch, "launch", launched.append)
+
+    def launch(config: TrainConfig) -> None:  # a finished run: its resumable checkpoints are on disk
+        launched.append(config)
+        (Path(config.out) / "checkpoints" / "checkpoint-25").mkdir(parents=True)
+
+    monkeypatch.setattr(imitlab.train.launch, "launch", launch)
     monkeypatch.setenv("IMITLAB_REPORT_TO", "tensorboard")
     config = SweepConfig(name="t", teacher="smollm2-135m-instruct", bases=["smollm2-135m-instruct"], budgets=[1500],
                          resources=ResourcesSection())  # fmt: skip
     sweep._train("smollm2-135m-instruct", "broad", 1500, tmp_path / "data", config, RunNow())  # type: ignore[arg-type]
     assert [(c.run_name, c.report_to) for c in launched] == [("smollm2-135m-instruct/broad/1500", "tensorboard")]
+    assert launched[0].save == "steps"  # resumable while it runs ...
+    assert not (tmp_path / "checkpoints").exists()  # ... and the checkpoints go once the stage finished
