@@ -101,3 +101,20 @@ def test_the_sweep_composes_the_train_config_instead_of_redeclaring_it() -> None
         load_sweep_config({**base, "train": {"grad_checkpointing": True}})
     with pytest.raises(ImitlabError, match=r"train\.tokens: set by the sweep for each cell"):
         load_sweep_config({**base, "train": {"tokens": 5}})
+
+
+def test_a_keyword_built_config_error_prints_as_one_line(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    """A stage config a command builds from keywords raises pydantic's ValidationError; `imitlab` prints it as
+    ``error: CONFIG: unknown key ...`` and exits 2, like any bad input, not as an unexpected failure."""
+    import importlib
+
+    from imitlab.data.dedup import DedupConfig
+
+    cli_app = importlib.import_module("imitlab.cli.app")  # the module: imitlab.cli.app as an attribute is the Typer
+
+    monkeypatch.setattr(cli_app, "app", lambda: DedupConfig(nope=1))
+    with pytest.raises(SystemExit) as exit_:
+        cli_app.run()
+    assert exit_.value.code == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "error: DedupConfig: unknown key 'nope'; known keys: key, near," in err and "unexpected" not in err

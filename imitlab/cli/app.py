@@ -72,6 +72,11 @@ def run() -> None:
             _fail(exc, f"{type(exc).__name__}: {exc} (unexpected; rerun with --debug to see the traceback)", 1)
         _fail(exc, f"{exc.filename}: {exc.strerror or exc}", 2)
     except Exception as exc:
+        if type(exc).__module__.startswith("pydantic") and type(exc).__name__ == "ValidationError":
+            # a stage config built from keywords (not from a file or the sweep, which name their source)
+            from imitlab.stage_config import describe_errors
+
+            _fail(exc, describe_errors(exc, None, exc.title), 2)  # type: ignore[attr-defined]
         _fail(exc, f"{type(exc).__name__}: {exc} (unexpected; rerun with --debug to see the traceback)", 1)
 
 

@@ -126,8 +126,10 @@ class _Run:
         summary = ((self.results.get("benchmarks") or {}).get(model["id"]) or {}).get(bench) or {}
         return _est((summary.get("metrics") or {}).get(metric))
 
-    def preference(self, model: dict[str, Any]) -> tuple[dict[str, float] | None, str | None]:
-        """The judge's tie-half win rate against the teacher (or people's), and why it is missing if it is."""
+    def preference(self, model: dict[str, Any]) -> tuple[dict[str, float] | None, str | None, str]:
+        """The preference against the teacher, why it is missing if it is, and what was read: people's or a text
+        judge's tie-half win rate (``win_rate_ties_half``), or a probability judge's order-averaged P(better)
+        (``p_a_better``)."""
         block = (self.results.get("preference") or {}).get(model["id"]) or {}
         for source in ("human", "judge"):
             rates = block.get(source)
@@ -136,23 +138,13 @@ class _Run:
             if source == "judge" and rates.get("verdict") == "logprob" and _est(rates.get("p_a_better")):
                 # P(better) averaged over both orders: a constant lean towards one slot cancels, so the position
                 # gate below (for text verdicts) does not apply
-                return _est(rates.get("p_a_better")), None
+                return _est(rates.get("p_a_better")), None, "p_a_better"
             if source == "judge" and _same_position(rates.get("position_bias")) >= POSITION_BIAS_LIMIT:
-                return None, "the judge picked one position in 90% or more of its calls"
+                return None, "the judge picked one position in 90% or more of its calls", "win_rate_ties_half"
             est = _est(rates.get("win_rate_ties_half")) or _est((rates.get("rates") or {}).get("win_rate_ties_half"))
             if est is not None:
-                return est, None
-        return None, "no preference measured"
-
-    def preference_measure(self, model: dict[str, Any]) -> str:
-        """What :meth:`preference` reads for ``model``: people's or a text judge's tie-half win rate, or a
-        probability judge's order-averaged P(better)."""
-        block = (self.results.get("preference") or {}).get(model["id"]) or {}
-        judge = block.get("judge")
-        if not isinstance(block.get("human"), Mapping) and isinstance(judge, Mapping):
-            if judge.get("verdict") == "logprob" and _est(judge.get("p_a_better")):
-                return "p_a_better"
-        return "win_rate_ties_half"
+                return est, None, "win_rate_ties_half"
+        return None, "no preference measured", "win_rate_ties_half"
 
     def style(self, model: dict[str, Any], measure: str) -> dict[str, float] | None:
         return _est(((self.results.get("style") or {}).get(model["id"]) or {}).get(measure))
@@ -197,7 +189,7 @@ def finding_1(run: _Run) -> dict[str, Any]:
                 y = run.measure(ref, family, measure)
                 assert y is not None
                 where = compare(x, y)
-                shown = run.preference_measure(top) if family == "preference" else measure
+                shown = run.preference(top)[2] if family == "preference" else measure
                 cells.append(_cell(
                     {"above": SUPPORTS, "below": CONTRADICTS}.get(where, UNDECIDED), base=base, family=family,
                     measure=shown, model=top["id"], reference=ref["id"], x=x, y=y, relation=where,
