@@ -134,6 +134,8 @@ def test_ray_executor_runs_stages_in_parallel_and_reruns_a_killed_worker(
         started = time.monotonic()
         first.close(aborted=True)
         assert time.monotonic() - started < 60 and not (long_dir / DONE).is_file()
+        # No stage thread is left waiting on the stopped cluster (one was, and hung the process at exit).
+        _wait(lambda: not [t for t in threading.enumerate() if t.name.startswith("stage_")], "the stage threads", 30)
     finally:
         first.close()
     assert not sys.modules["ray"].is_initialized()  # the executor that started the cluster stopped it

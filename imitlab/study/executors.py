@@ -28,8 +28,10 @@ import logging
 import os
 import queue
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -45,6 +47,8 @@ EXECUTORS = ("local", "ray")
 # Ray retries a task whose worker process died (killed, OOM, node lost) this many times; a stage that raises
 # is not retried (its error is the answer).
 WORKER_RETRIES = 3
+# How often a stage thread waiting on a Ray task checks whether the sweep was interrupted.
+POLL_SECONDS = 0.5
 # Variables a worker on another machine needs to see the same data, cache and trackers as the sweep.
 FORWARDED_ENV = ("IMITLAB_DATA", "IMITLAB_CACHE", "IMITLAB_REPORT_TO", "HF_HOME", "HF_HUB_OFFLINE")
 
@@ -145,6 +149,8 @@ class RayExecutor(Executor):
         self._submitted: dict[Path, StageRun] = {}
         self._in_flight: set[Any] = set()  # Ray tasks running now (cancelled if the sweep is interrupted)
         self._all: list[tuple[str, Future[Path]]] = []
+        self._stopping = threading.Event()  # set by an aborted close: the stage threads stop waiting on Ray
+        self._closed = False
 
     def submit(
         self,
@@ -187,7 +193,7 @@ class RayExecutor(Executor):
         if where == "driver":
             job: Future[StageOutcome] = Future()
             self._driver_jobs.put((stage, resolved, fn, job))
-            outcome = job.result()
+            outcome = self._driver_result(stage, job)
         else:
             task = self._remote.options(
                 num_cpus=resources.cpus,
@@ -201,7 +207,7 @@ class RayExecutor(Executor):
             with self._record_lock:
                 self._in_flight.add(ref)
             try:
-                outcome = self._ray.get(ref)
+                outcome = self._get(stage, ref)
             except self._ray.exceptions.RayTaskError as exc:
                 if isinstance(exc.cause, ImitlabError):  # bad input: its one-line message, as a local stage gives it
                     raise exc.cause from None
@@ -213,6 +219,25 @@ class RayExecutor(Executor):
                 self.cache.on_event("done", f"{outcome.directory.name} (pid {outcome.pid} on {outcome.host})")
         self._record(outcome)
         return outcome.directory
+
+    def _driver_result(self, stage: str, job: Future[StageOutcome]) -> StageOutcome:
+        """A driver stage's outcome; an interrupted sweep runs no more driver stages, so its waiters give up."""
+        while True:
+            try:
+                return job.result(timeout=POLL_SECONDS)
+            except FutureTimeout:
+                if self._stopping.is_set():
+                    raise ImitlabError(f"{stage}: not run, the sweep was interrupted") from None
+
+    def _get(self, stage: str, ref: Any) -> StageOutcome:
+        """The task's result, polled so that an interrupted sweep's threads return instead of waiting on a cluster
+        that is shutting down (a ray.get left blocked there never returns, and the process could not exit)."""
+        while True:
+            try:
+                return self._ray.get(ref, timeout=POLL_SECONDS)
+            except self._ray.exceptions.GetTimeoutError:
+                if self._stopping.is_set():
+                    raise ImitlabError(f"{stage}: stopped, the sweep was interrupted (a rerun resumes it)") from None
 
     def _record(self, outcome: StageOutcome) -> None:
         with self._record_lock:
@@ -247,13 +272,24 @@ class RayExecutor(Executor):
             raise ImitlabError(f"{len(failures)} stage(s) failed; the first, {stage}: {first}") from first
 
     def close(self, aborted: bool = False) -> None:
+        if self._closed:  # a second close (e.g. a `finally` after an aborted close) has nothing left to stop
+            return
+        self._closed = True
         if aborted:
             # Interrupted (Ctrl-C, a failed data stage): stop the cluster's work for this sweep instead of waiting
             # hours for it; the stages' locks die with their workers and a rerun resumes them.
+            self._stopping.set()  # threads waiting on Ray or on a driver stage give up within POLL_SECONDS
             with self._record_lock:
                 running = list(self._in_flight)
             for ref in running:
                 self._ray.cancel(ref, force=True)
+            # Let the threads waiting on Ray leave ray.get before the cluster goes (they poll every POLL_SECONDS).
+            deadline = time.monotonic() + 10 * POLL_SECONDS
+            while time.monotonic() < deadline:
+                with self._record_lock:
+                    if not self._in_flight:
+                        break
+                time.sleep(0.05)
         self._threads.shutdown(wait=not aborted, cancel_futures=True)
         if self._started_cluster:
             self._ray.shutdown()
