@@ -169,9 +169,7 @@ def test_cache_makes_a_second_run_free(tmp_path: Path) -> None:
         first = collect(_cfg(tmp_path, srv, prompts, price_prompt_per_m=1.0))
         n = srv.requests
         assert n == 6 and first.manifest["cost_usd"] > 0
-        again = collect(
-            _cfg(tmp_path, srv, prompts, out=tmp_path / "out2", price_prompt_per_m=1.0)
-        )
+        again = collect(_cfg(tmp_path, srv, prompts, out=tmp_path / "out2", price_prompt_per_m=1.0))
         assert srv.requests == n  # nothing sent
     assert again.run.cached == 6
     assert again.manifest["cost_usd"] == 0.0 and again.manifest["tokens"]["fresh_completion_tokens"] == 0

@@ -119,8 +119,15 @@ def fake_results() -> dict[str, Any]:
     manifests["base/smollm2-135m-instruct"] = {"eval": "stages/eval-<b>x</b>/manifest.json"}
     return {
         "schema": "imitlab.study/1",
-        "run": {"name": "fixture", "created": "2026-11-25T23:10:00Z", "seconds": 12.4, "config": {},
-                "stages_run": ["report-1"], "stages_reused": ["train-1", "eval-1", "eval-2"], "stage_seconds": 812.4},
+        "run": {
+            "name": "fixture",
+            "created": "2026-11-25T23:10:00Z",
+            "seconds": 12.4,
+            "config": {},
+            "stages_run": ["report-1"],
+            "stages_reused": ["train-1", "eval-1", "eval-2"],
+            "stage_seconds": 812.4,
+        },
         "teacher": "qwen2.5-coder-0.5b-instruct",
         "models": models,
         "benchmarks": benchmarks,
