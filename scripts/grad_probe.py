@@ -10,18 +10,18 @@ behind docs/study.md's note on the 0.5B coder's rising training loss. It builds 
 from __future__ import annotations
 
 import argparse
-import json
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from imitlab.data.schema import read_conversations
 from imitlab.train.packing import build_rows, collate
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model", help="a Hugging Face model directory (e.g. ~/.cache/imitlab/models/NAME/hf)")
-    parser.add_argument("data", help="conversations JSONL (imitlab's dataset schema)")
+    parser.add_argument("data", help="conversations JSONL or a data-set directory")
     parser.add_argument("--block-size", type=int, default=256)
     parser.add_argument("--batch-size", type=int, default=2)
     parser.add_argument("--records", type=int, default=40, help="conversations to pack (enough for one batch)")
@@ -32,8 +32,7 @@ def main() -> None:
     model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32)
     tied = model.get_input_embeddings().weight is model.get_output_embeddings().weight
     print(f"tie_word_embeddings={model.config.tie_word_embeddings}, embeddings shared with lm_head: {tied}")
-    with open(args.data, encoding="utf-8") as f:
-        records = [json.loads(line) for _, line in zip(range(args.records), f, strict=False)]
+    records = read_conversations(args.data)[: args.records]  # validated: a bad line names file and line
     rows, _ = build_rows(tokenizer, records, block_size=args.block_size, seed=0)
     batch = collate(tokenizer.pad_token_id)(rows[: args.batch_size])
     out = model(**batch)

@@ -28,7 +28,6 @@ import logging
 import os
 import queue
 import threading
-import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -193,7 +192,7 @@ class RayExecutor(Executor):
         if where == "driver":
             job: Future[StageOutcome] = Future()
             self._driver_jobs.put((stage, resolved, fn, job))
-            outcome = self._driver_result(stage, job)
+            outcome = self._until_stopped(stage, lambda t: job.result(timeout=t), FutureTimeout)
         else:
             task = self._remote.options(
                 num_cpus=resources.cpus,
@@ -207,7 +206,9 @@ class RayExecutor(Executor):
             with self._record_lock:
                 self._in_flight.add(ref)
             try:
-                outcome = self._get(stage, ref)
+                outcome = self._until_stopped(
+                    stage, lambda t: self._ray.get(ref, timeout=t), self._ray.exceptions.GetTimeoutError
+                )
             except self._ray.exceptions.RayTaskError as exc:
                 if isinstance(exc.cause, ImitlabError):  # bad input: its one-line message, as a local stage gives it
                     raise exc.cause from None
@@ -220,24 +221,20 @@ class RayExecutor(Executor):
         self._record(outcome)
         return outcome.directory
 
-    def _driver_result(self, stage: str, job: Future[StageOutcome]) -> StageOutcome:
-        """A driver stage's outcome; an interrupted sweep runs no more driver stages, so its waiters give up."""
+    def _until_stopped(
+        self, stage: str, wait: Callable[[float], StageOutcome], timeout: type[Exception]
+    ) -> StageOutcome:
+        """``wait(POLL_SECONDS)`` until it returns, or give up once an aborted close sets ``_stopping``: a thread left
+        blocked on a cluster that is shutting down (ray.get) or on a driver stage that will never run would never
+        return, and concurrent.futures joins its threads when the process exits."""
         while True:
             try:
-                return job.result(timeout=POLL_SECONDS)
-            except FutureTimeout:
+                return wait(POLL_SECONDS)
+            except timeout:
                 if self._stopping.is_set():
-                    raise ImitlabError(f"{stage}: not run, the sweep was interrupted") from None
-
-    def _get(self, stage: str, ref: Any) -> StageOutcome:
-        """The task's result, polled so that an interrupted sweep's threads return instead of waiting on a cluster
-        that is shutting down (a ray.get left blocked there never returns, and the process could not exit)."""
-        while True:
-            try:
-                return self._ray.get(ref, timeout=POLL_SECONDS)
-            except self._ray.exceptions.GetTimeoutError:
-                if self._stopping.is_set():
-                    raise ImitlabError(f"{stage}: stopped, the sweep was interrupted (a rerun resumes it)") from None
+                    raise ImitlabError(
+                        f"{stage}: not finished, the sweep was interrupted (a rerun resumes it)"
+                    ) from None
 
     def _record(self, outcome: StageOutcome) -> None:
         with self._record_lock:
@@ -283,14 +280,9 @@ class RayExecutor(Executor):
                 running = list(self._in_flight)
             for ref in running:
                 self._ray.cancel(ref, force=True)
-            # Let the threads waiting on Ray leave ray.get before the cluster goes (they poll every POLL_SECONDS).
-            deadline = time.monotonic() + 10 * POLL_SECONDS
-            while time.monotonic() < deadline:
-                with self._record_lock:
-                    if not self._in_flight:
-                        break
-                time.sleep(0.05)
-        self._threads.shutdown(wait=not aborted, cancel_futures=True)
+        # Every waiting thread polls, so even an aborted sweep's threads are done within a few POLL_SECONDS: wait
+        # for them, so that none is inside ray.get when the cluster goes.
+        self._threads.shutdown(wait=True, cancel_futures=True)
         if self._started_cluster:
             self._ray.shutdown()
 
